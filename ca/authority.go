@@ -1,0 +1,277 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/certmesh/certmesh/ca/store"
+)
+
+// Authority is one root and the intermediate that signs workloads under it.
+// The root key is absent when a user brought their own CA: certmesh then only
+// needs the intermediate.
+type Authority struct {
+	ID               string
+	Root             *x509.Certificate
+	RootKey          crypto.Signer // nil for a bring-your-own root
+	Intermediate     *x509.Certificate
+	IntermediateKey  crypto.Signer
+	intermediateDER  []byte
+	rootDER          []byte
+	chainAfterLeaf   [][]byte // intermediate, root: appended to every leaf
+	intermediatePool *x509.CertPool
+}
+
+// Files inside an authority's directory.
+const (
+	rootCertFile         = "root.crt"
+	rootKeyFile          = "root.key"
+	intermediateCertFile = "intermediate.crt"
+	intermediateKeyFile  = "intermediate.key"
+)
+
+// Lifetimes of generated CA certificates. The intermediate outlives any leaf
+// by far; leaves are clamped to it anyway.
+const (
+	rootLifetime         = 10 * 365 * 24 * time.Hour
+	intermediateLifetime = 365 * 24 * time.Hour
+)
+
+// AuthorityParams describe a new self-made authority.
+type AuthorityParams struct {
+	TrustDomain spiffeid.TrustDomain
+	KeyType     KeyType
+	Now         time.Time
+	Rand        io.Reader
+}
+
+// NewAuthority creates a fresh root and intermediate.
+func NewAuthority(p AuthorityParams) (*Authority, error) {
+	rootKey, err := GenerateKey(p.KeyType, p.Rand)
+	if err != nil {
+		return nil, fmt.Errorf("ca: root key: %w", err)
+	}
+	intKey, err := GenerateKey(p.KeyType, p.Rand)
+	if err != nil {
+		return nil, fmt.Errorf("ca: intermediate key: %w", err)
+	}
+	serial, err := newSerial(p.Rand)
+	if err != nil {
+		return nil, err
+	}
+	tdURL := p.TrustDomain.ID().URL()
+	root := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{Organization: []string{"certmesh"}, CommonName: "certmesh root " + p.TrustDomain.Name() + " " + serial.Text(16)[:8]},
+		NotBefore:             p.Now.Add(-leafBackdate),
+		NotAfter:              p.Now.Add(rootLifetime),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		URIs:                  []*url.URL{tdURL},
+	}
+	rootDER, err := x509.CreateCertificate(p.Rand, root, root, rootKey.Public(), rootKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: create root: %w", err)
+	}
+	rootCert, err := x509.ParseCertificate(rootDER)
+	if err != nil {
+		return nil, fmt.Errorf("ca: parse root: %w", err)
+	}
+	intermediate, err := newIntermediate(p, rootCert, rootKey, intKey)
+	if err != nil {
+		return nil, err
+	}
+	return assemble(authorityID(rootCert), rootCert, rootKey, intermediate, intKey)
+}
+
+func newIntermediate(p AuthorityParams, root *x509.Certificate, rootKey, intKey crypto.Signer) (*x509.Certificate, error) {
+	serial, err := newSerial(p.Rand)
+	if err != nil {
+		return nil, err
+	}
+	notAfter := p.Now.Add(intermediateLifetime)
+	if notAfter.After(root.NotAfter) {
+		notAfter = root.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{Organization: []string{"certmesh"}, CommonName: "certmesh intermediate " + p.TrustDomain.Name() + " " + serial.Text(16)[:8]},
+		NotBefore:             p.Now.Add(-leafBackdate),
+		NotAfter:              notAfter,
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		URIs:                  []*url.URL{p.TrustDomain.ID().URL()},
+	}
+	der, err := x509.CreateCertificate(p.Rand, tmpl, root, intKey.Public(), rootKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: create intermediate: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+// ErrBadAuthority is returned when provided or stored CA material does not fit together.
+var ErrBadAuthority = errors.New("ca: invalid CA material")
+
+// assemble checks that the pieces belong together and precomputes what
+// signing needs, so the hot path does no parsing.
+func assemble(id string, root *x509.Certificate, rootKey crypto.Signer, intermediate *x509.Certificate, intKey crypto.Signer) (*Authority, error) {
+	if !root.IsCA || !intermediate.IsCA {
+		return nil, fmt.Errorf("%w: root and intermediate must both be CA certificates", ErrBadAuthority)
+	}
+	if err := intermediate.CheckSignatureFrom(root); err != nil {
+		return nil, fmt.Errorf("%w: intermediate is not signed by the root: %v", ErrBadAuthority, err)
+	}
+	if !keysMatch(intermediate.PublicKey, intKey) {
+		return nil, fmt.Errorf("%w: intermediate key does not match the intermediate certificate", ErrBadAuthority)
+	}
+	if rootKey != nil && !keysMatch(root.PublicKey, rootKey) {
+		return nil, fmt.Errorf("%w: root key does not match the root certificate", ErrBadAuthority)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(intermediate)
+	return &Authority{
+		ID: id, Root: root, RootKey: rootKey, Intermediate: intermediate, IntermediateKey: intKey,
+		rootDER: root.Raw, intermediateDER: intermediate.Raw,
+		chainAfterLeaf:   [][]byte{intermediate.Raw, root.Raw},
+		intermediatePool: pool,
+	}, nil
+}
+
+func newSerial(rnd io.Reader) (*big.Int, error) {
+	limit := new(big.Int).Lsh(big.NewInt(1), 127)
+	n, err := rand.Int(rnd, limit)
+	if err != nil {
+		return nil, fmt.Errorf("ca: serial: %w", err)
+	}
+	return n.Add(n, big.NewInt(1)), nil
+}
+
+// save writes the authority's files into dir/<id>/, keys 0600, each atomically.
+func (a *Authority) save(dir string) error {
+	d := filepath.Join(dir, a.ID)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return fmt.Errorf("ca: save authority: %w", err)
+	}
+	files := []struct {
+		name string
+		data func() ([]byte, error)
+		perm os.FileMode
+	}{
+		{intermediateKeyFile, func() ([]byte, error) { return EncodeKeyPEM(a.IntermediateKey) }, 0o600},
+		{intermediateCertFile, func() ([]byte, error) { return EncodeCertsPEM(a.Intermediate), nil }, 0o644},
+		{rootCertFile, func() ([]byte, error) { return EncodeCertsPEM(a.Root), nil }, 0o644},
+	}
+	if a.RootKey != nil {
+		files = append(files, struct {
+			name string
+			data func() ([]byte, error)
+			perm os.FileMode
+		}{rootKeyFile, func() ([]byte, error) { return EncodeKeyPEM(a.RootKey) }, 0o600})
+	}
+	for _, f := range files {
+		b, err := f.data()
+		if err != nil {
+			return err
+		}
+		if err := store.WriteFile(filepath.Join(d, f.name), b, f.perm); err != nil {
+			return fmt.Errorf("ca: save authority: %w", err)
+		}
+	}
+	return nil
+}
+
+// loadAuthority reads dir/<id>/. A missing or corrupt file is a clear error
+// naming the file; nothing is rewritten, so the operator can repair it.
+func loadAuthority(dir, id string) (*Authority, error) {
+	d := filepath.Join(dir, id)
+	readCert := func(name string) (*x509.Certificate, error) {
+		b, err := os.ReadFile(filepath.Join(d, name))
+		if err != nil {
+			return nil, fmt.Errorf("ca: authority %s: %w", id, err)
+		}
+		certs, err := ParseCertsPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("ca: authority %s: %s: %w", id, filepath.Join(d, name), err)
+		}
+		return certs[0], nil
+	}
+	readKey := func(name string) (crypto.Signer, error) {
+		b, err := os.ReadFile(filepath.Join(d, name))
+		if err != nil {
+			return nil, fmt.Errorf("ca: authority %s: %w", id, err)
+		}
+		k, err := ParseKeyPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("ca: authority %s: %s: %w", id, filepath.Join(d, name), err)
+		}
+		return k, nil
+	}
+	root, err := readCert(rootCertFile)
+	if err != nil {
+		return nil, err
+	}
+	intermediate, err := readCert(intermediateCertFile)
+	if err != nil {
+		return nil, err
+	}
+	intKey, err := readKey(intermediateKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	var rootKey crypto.Signer
+	if _, statErr := os.Stat(filepath.Join(d, rootKeyFile)); statErr == nil {
+		if rootKey, err = readKey(rootKeyFile); err != nil {
+			return nil, err
+		}
+	}
+	return assemble(id, root, rootKey, intermediate, intKey)
+}
+
+// ImportParams is a bring-your-own CA: the root certificate of the
+// enterprise PKI and an intermediate (with key) it issued for certmesh.
+type ImportParams struct {
+	RootPEM            []byte
+	IntermediatePEM    []byte
+	IntermediateKeyPEM []byte
+}
+
+// ImportAuthority checks user-provided CA material and turns it into an Authority.
+func ImportAuthority(p ImportParams) (*Authority, error) {
+	roots, err := ParseCertsPEM(p.RootPEM)
+	if err != nil {
+		return nil, fmt.Errorf("ca: import root: %w", err)
+	}
+	ints, err := ParseCertsPEM(p.IntermediatePEM)
+	if err != nil {
+		return nil, fmt.Errorf("ca: import intermediate: %w", err)
+	}
+	key, err := ParseKeyPEM(p.IntermediateKeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("ca: import intermediate key: %w", err)
+	}
+	return assemble(authorityID(roots[0]), roots[0], nil, ints[0], key)
+}
+
+// authorityID names an authority by its root: stable, short, and the same on
+// every replica that loads the same root.
+func authorityID(root *x509.Certificate) string {
+	sum := sha256.Sum256(root.Raw)
+	return hex.EncodeToString(sum[:6])
+}

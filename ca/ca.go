@@ -1,0 +1,260 @@
+// Package ca is certmesh's internal certificate authority: it keeps root and
+// intermediate keys in a state directory, signs X.509-SVIDs that follow the
+// SPIFFE X509-SVID specification, publishes the trust bundle and rotates its
+// roots without breaking a single handshake.
+package ca
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/utils/clock"
+
+	"github.com/certmesh/certmesh/ca/store"
+)
+
+// Defaults and limits for leaf lifetimes.
+const (
+	DefaultTTL      = time.Hour
+	DefaultMaxTTL   = 24 * time.Hour
+	MinTTL          = time.Minute
+	DefaultOverlap  = 24 * time.Hour
+	leafBackdate    = 5 * time.Minute // clock skew a verifier may have
+	stateFileName   = "state.json"
+	authoritiesPath = "authorities"
+)
+
+// Config configures a CA. Only Dir and TrustDomain are required.
+type Config struct {
+	// Dir is the CA's own directory (certmesh uses <state dir>/ca).
+	Dir         string
+	TrustDomain spiffeid.TrustDomain
+	// KeyType of newly created roots and intermediates (default ec-p256).
+	KeyType KeyType
+	// DefaultTTL is used when a request names none (default 1h); MaxTTL
+	// clamps longer requests (default 24h).
+	DefaultTTL time.Duration
+	MaxTTL     time.Duration
+	// RotationOverlap is how long a new root is published before it signs.
+	RotationOverlap time.Duration
+	// Import, when set and the directory is empty, makes the CA use a
+	// user-provided root and intermediate instead of generating its own.
+	Import *ImportParams
+
+	Clock  clock.Clock
+	Rand   io.Reader
+	Logger *slog.Logger
+}
+
+// CA signs workload certificates. It is safe for concurrent use; signing
+// reads the active authority without taking a lock.
+type CA struct {
+	cfg    Config
+	policy RotationPolicy
+
+	mu          sync.Mutex // serializes state changes and their persistence
+	state       RotationState
+	authorities map[string]*Authority
+
+	active  atomic.Pointer[Authority]
+	bundle  atomic.Pointer[bundleSnapshot]
+	watchMu sync.Mutex
+	watchCh chan struct{} // closed and replaced on every bundle change
+}
+
+// New loads the CA from cfg.Dir, creating a root and intermediate on first
+// start (or importing the ones in cfg.Import). It does not start goroutines.
+func New(cfg Config) (*CA, error) {
+	if err := fillDefaults(&cfg); err != nil {
+		return nil, err
+	}
+	c := &CA{
+		cfg:         cfg,
+		policy:      RotationPolicy{Overlap: cfg.RotationOverlap, MaxLeafLifetime: cfg.MaxTTL + leafBackdate},
+		authorities: map[string]*Authority{},
+		watchCh:     make(chan struct{}),
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, authoritiesPath), 0o700); err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	state, err := c.loadState()
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		err = c.initialize()
+	case err == nil:
+		err = c.loadAuthorities(state)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func fillDefaults(cfg *Config) error {
+	if cfg.Dir == "" {
+		return errors.New("ca: config: Dir is required")
+	}
+	if cfg.TrustDomain.IsZero() {
+		return errors.New("ca: config: TrustDomain is required")
+	}
+	kt, err := ParseKeyType(string(cfg.KeyType))
+	if err != nil {
+		return fmt.Errorf("ca: config: %w", err)
+	}
+	cfg.KeyType = kt
+	if cfg.DefaultTTL == 0 {
+		cfg.DefaultTTL = DefaultTTL
+	}
+	if cfg.MaxTTL == 0 {
+		cfg.MaxTTL = DefaultMaxTTL
+	}
+	if cfg.DefaultTTL < MinTTL || cfg.MaxTTL < cfg.DefaultTTL {
+		return fmt.Errorf("ca: config: need %v <= default TTL (%v) <= max TTL (%v)", MinTTL, cfg.DefaultTTL, cfg.MaxTTL)
+	}
+	if cfg.RotationOverlap == 0 {
+		cfg.RotationOverlap = DefaultOverlap
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// initialize creates (or imports) the first authority. Key files are written
+// before state.json, so a crash in between leaves an orphan directory and no
+// state: the next start simply creates again.
+func (c *CA) initialize() error {
+	var (
+		a   *Authority
+		err error
+	)
+	if c.cfg.Import != nil {
+		a, err = ImportAuthority(*c.cfg.Import)
+	} else {
+		a, err = NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.cfg.KeyType, Now: c.cfg.Clock.Now(), Rand: c.cfg.Rand})
+	}
+	if err != nil {
+		return err
+	}
+	if err := a.save(c.authoritiesDir()); err != nil {
+		return err
+	}
+	state := RotationState{Authorities: []AuthorityState{{ID: a.ID, Phase: PhaseActive, ActivatedAt: c.cfg.Clock.Now()}}}
+	if err := c.saveState(state); err != nil {
+		return err
+	}
+	c.cfg.Logger.Info("created CA", "authority", a.ID, "trust_domain", c.cfg.TrustDomain.Name())
+	c.authorities[a.ID] = a
+	c.install(state)
+	return nil
+}
+
+func (c *CA) loadAuthorities(state RotationState) error {
+	if err := state.validate(); err != nil {
+		return err
+	}
+	for _, s := range state.Authorities {
+		a, err := loadAuthority(c.authoritiesDir(), s.ID)
+		if err != nil {
+			return err
+		}
+		td, err := trustDomainOf(a.Intermediate.URIs)
+		if err != nil {
+			return err
+		}
+		if !td.IsZero() && td != c.cfg.TrustDomain {
+			return fmt.Errorf("%w: %s holds %q, asked for %q", ErrTrustDomainMismatch, c.cfg.Dir, td.Name(), c.cfg.TrustDomain.Name())
+		}
+		c.authorities[s.ID] = a
+	}
+	c.install(state)
+	return nil
+}
+
+// install makes state the live one: the active signer and the bundle.
+func (c *CA) install(state RotationState) {
+	c.state = state
+	if act, ok := state.Active(); ok {
+		c.active.Store(c.authorities[act.ID])
+	}
+	c.bundle.Store(newBundleSnapshot(c.cfg.TrustDomain, state, c.authorities))
+	c.watchMu.Lock()
+	close(c.watchCh)
+	c.watchCh = make(chan struct{})
+	c.watchMu.Unlock()
+}
+
+func (c *CA) authoritiesDir() string { return filepath.Join(c.cfg.Dir, authoritiesPath) }
+
+func (c *CA) loadState() (RotationState, error) {
+	var s RotationState
+	b, err := os.ReadFile(filepath.Join(c.cfg.Dir, stateFileName))
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("ca: %s is corrupt: %w", filepath.Join(c.cfg.Dir, stateFileName), err)
+	}
+	return s, nil
+}
+
+func (c *CA) saveState(s RotationState) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("ca: state: %w", err)
+	}
+	return store.WriteFile(filepath.Join(c.cfg.Dir, stateFileName), b, 0o644)
+}
+
+// TrustDomain is the trust domain this CA signs for.
+func (c *CA) TrustDomain() spiffeid.TrustDomain { return c.cfg.TrustDomain }
+
+// Status describes the CA for `certmesh ca inspect` and `certmesh status`.
+type Status struct {
+	TrustDomain string           `json:"trustDomain"`
+	Phase       string           `json:"phase"`
+	Authorities []AuthorityInfo  `json:"authorities"`
+	NextEvent   time.Time        `json:"nextEvent,omitzero"`
+	State       []AuthorityState `json:"-"`
+}
+
+// AuthorityInfo is one authority as shown to an operator.
+type AuthorityInfo struct {
+	AuthorityState
+	RootSubject     string    `json:"rootSubject"`
+	RootNotAfter    time.Time `json:"rootNotAfter"`
+	IntermediateEnd time.Time `json:"intermediateNotAfter"`
+	HasRootKey      bool      `json:"hasRootKey"`
+}
+
+// Status returns a snapshot of the CA's authorities and rotation phase.
+func (c *CA) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := Status{TrustDomain: c.cfg.TrustDomain.Name(), Phase: c.state.CurrentPhase(), NextEvent: c.state.NextEvent(), State: c.state.clone().Authorities}
+	for _, s := range c.state.Authorities {
+		a := c.authorities[s.ID]
+		st.Authorities = append(st.Authorities, AuthorityInfo{
+			AuthorityState: s, RootSubject: a.Root.Subject.String(), RootNotAfter: a.Root.NotAfter,
+			IntermediateEnd: a.Intermediate.NotAfter, HasRootKey: a.RootKey != nil,
+		})
+	}
+	return st
+}

@@ -1,0 +1,101 @@
+package ca
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// ErrNoCA means a state directory holds no CA yet.
+var ErrNoCA = errors.New("ca: no CA in this directory (run `certmesh ca init` or start the server)")
+
+// ErrTrustDomainMismatch means a directory's CA belongs to another trust domain.
+var ErrTrustDomainMismatch = errors.New("ca: the CA in this directory is for another trust domain")
+
+// Snapshot is a read-only look at a CA directory: public material only, no
+// lock taken, so it works while a server owns the directory.
+type Snapshot struct {
+	TrustDomain spiffeid.TrustDomain
+	State       RotationState
+	Roots       []*Authority // certificates only; keys are not read
+}
+
+// ReadSnapshot reads dir's rotation state and CA certificates.
+func ReadSnapshot(dir string) (*Snapshot, error) {
+	b, err := os.ReadFile(filepath.Join(dir, stateFileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNoCA, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	var s RotationState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("ca: %s is corrupt: %w", filepath.Join(dir, stateFileName), err)
+	}
+	snap := &Snapshot{State: s}
+	for _, a := range s.Authorities {
+		d := filepath.Join(dir, authoritiesPath, a.ID)
+		root, err := readCertFile(filepath.Join(d, rootCertFile))
+		if err != nil {
+			return nil, err
+		}
+		inter, err := readCertFile(filepath.Join(d, intermediateCertFile))
+		if err != nil {
+			return nil, err
+		}
+		snap.Roots = append(snap.Roots, &Authority{ID: a.ID, Root: root, Intermediate: inter})
+	}
+	if len(snap.Roots) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNoCA, dir)
+	}
+	td, err := trustDomainOf(snap.Roots[0].Root.URIs)
+	if err != nil {
+		return nil, err
+	}
+	snap.TrustDomain = td
+	return snap, nil
+}
+
+// BundlePEM is the trust bundle of the snapshot.
+func (s *Snapshot) BundlePEM() []byte {
+	var out []byte
+	for _, a := range s.Roots {
+		out = append(out, EncodeCertsPEM(a.Root)...)
+	}
+	return out
+}
+
+func readCertFile(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	certs, err := ParseCertsPEM(b)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %s: %w", path, err)
+	}
+	return certs[0], nil
+}
+
+// trustDomainOf reads the trust domain from a CA certificate's URI SAN
+// (certmesh puts spiffe://<td> there). A root without one (bring your own)
+// yields the zero trust domain, which callers treat as "unknown".
+func trustDomainOf(uris []*url.URL) (spiffeid.TrustDomain, error) {
+	for _, u := range uris {
+		if u.Scheme == "spiffe" {
+			td, err := spiffeid.TrustDomainFromString(u.Host)
+			if err != nil {
+				return spiffeid.TrustDomain{}, fmt.Errorf("ca: root URI SAN %q: %w", u, err)
+			}
+			return td, nil
+		}
+	}
+	return spiffeid.TrustDomain{}, nil
+}

@@ -1,0 +1,103 @@
+package service
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/identity"
+)
+
+type x509bundleT = x509bundle.Bundle
+
+func newBundle(td spiffeid.TrustDomain, roots []*x509.Certificate) *x509bundle.Bundle {
+	return x509bundle.FromX509Authorities(td, roots)
+}
+
+// Errors specific to the gRPC boundary.
+var (
+	errUnauthenticated     = errors.New("service: caller not authenticated")
+	errNoCredential        = errors.New("service: no client certificate and no bearer token")
+	errBadAuthHeader       = errors.New("service: authorization header is not a single bearer token")
+	errTokenTooLarge       = errors.New("service: bearer token too large")
+	errBadClientSVID       = errors.New("service: client certificate is not a valid SVID of this trust domain")
+	errExpiredSVID         = errors.New("service: client SVID has expired")
+	errForeignTrustDomain  = errors.New("service: foreign trust domain")
+	errImpersonationDenied = errors.New("service: caller may not request another identity")
+	errBadImpersonation    = errors.New("service: ImpersonatedIdentity is not a SPIFFE ID")
+)
+
+// refusal maps an error to the gRPC code and the stable reason label used in
+// logs and metrics. The returned status carries no detail: callers learn the
+// code, operators read the log.
+type refusal struct {
+	match  error
+	code   codes.Code
+	reason string
+}
+
+var refusals = []refusal{
+	{errNoCredential, codes.Unauthenticated, "no_credential"},
+	{errBadAuthHeader, codes.Unauthenticated, "bad_auth_header"},
+	{errTokenTooLarge, codes.Unauthenticated, "token_too_large"},
+	{errBadClientSVID, codes.Unauthenticated, "bad_client_svid"},
+	{identity.ErrUnknownToken, codes.Unauthenticated, "unknown_token"},
+	{identity.ErrTokenUsed, codes.Unauthenticated, "token_used"},
+	{identity.ErrTokenExpired, codes.Unauthenticated, "token_expired"},
+	{identity.ErrNotApplicable, codes.Unauthenticated, "unsupported_credential"},
+	{identity.ErrNoRegistration, codes.PermissionDenied, "no_registration"},
+	{errImpersonationDenied, codes.PermissionDenied, "impersonation_denied"},
+	{errBadImpersonation, codes.InvalidArgument, "bad_impersonation"},
+	{ca.ErrCSRIdentity, codes.PermissionDenied, "csr_identity"},
+	{ca.ErrCSRDNSNotAllowed, codes.PermissionDenied, "csr_dns"},
+	{ca.ErrCSRNotPEM, codes.InvalidArgument, "csr_not_pem"},
+	{ca.ErrCSRMalformed, codes.InvalidArgument, "csr_malformed"},
+	{ca.ErrCSRSignature, codes.InvalidArgument, "csr_signature"},
+	{ca.ErrCSRCurve, codes.InvalidArgument, "csr_curve"},
+	{ca.ErrCSRTooLarge, codes.InvalidArgument, "csr_too_large"},
+	{ca.ErrCSRTooManySANs, codes.InvalidArgument, "csr_too_many_sans"},
+	{ca.ErrWeakKey, codes.InvalidArgument, "weak_key"},
+	{ca.ErrUnsupportedKey, codes.InvalidArgument, "unsupported_key"},
+	{ca.ErrBadTTL, codes.InvalidArgument, "bad_ttl"},
+	{ca.ErrForeignID, codes.PermissionDenied, "foreign_id"},
+	{ca.ErrAuthorityExpired, codes.Unavailable, "authority_expired"},
+	{errUnauthenticated, codes.Unauthenticated, "unauthenticated"},
+}
+
+// classify returns the code and reason for err; unknown errors are Internal.
+func classify(err error) (codes.Code, string) {
+	for _, r := range refusals {
+		if errors.Is(err, r.match) {
+			return r.code, r.reason
+		}
+	}
+	return codes.Internal, "internal"
+}
+
+// refuse logs the detail, counts the reason and returns an opaque status.
+func (s *Service) refuse(ctx context.Context, err error) error {
+	code, reason := classify(err)
+	s.cfg.Metrics.refused.WithLabelValues(reason).Inc()
+	s.cfg.Logger.Warn("refused certificate request", attrReason, reason, attrError, err.Error())
+	return status.Error(code, messageFor(code))
+}
+
+func messageFor(c codes.Code) string {
+	switch c {
+	case codes.Unauthenticated:
+		return "caller could not be authenticated"
+	case codes.PermissionDenied:
+		return "caller may not have the requested certificate"
+	case codes.InvalidArgument:
+		return "invalid certificate request"
+	case codes.Unavailable:
+		return "CA cannot sign right now"
+	}
+	return "internal error"
+}

@@ -1,0 +1,244 @@
+// Package service serves the CA over gRPC with the protocol Istio's agents
+// already speak: istio.v1.auth.IstioCertificateService/CreateCertificate.
+// A caller authenticates with a bearer token (join token, later a Kubernetes
+// ServiceAccount token) or, to renew, with its current X.509-SVID over mTLS.
+package service
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	pb "istio.io/api/security/v1alpha1"
+	"k8s.io/utils/clock"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/identity"
+)
+
+// ImpersonatedIdentityKey is the request metadata key a node agent uses to
+// ask for a workload's certificate, as Istio's node agents do.
+const ImpersonatedIdentityKey = "ImpersonatedIdentity"
+
+// NodePathPrefix marks node identities (from join tokens): only they may ask
+// for the certificates of the workloads registered with the server.
+const NodePathPrefix = "/certmesh/node/"
+
+// Signer is the part of the CA the service needs.
+type Signer interface {
+	Sign(ca.SignParams) (*ca.Leaf, error)
+	Roots() []*x509.Certificate
+	TrustDomain() spiffeid.TrustDomain
+}
+
+// Registry tells which registered identities exist and their DNS names.
+// *identity.Registrations satisfies it.
+type Registry interface {
+	ByID(spiffeid.ID) (identity.Entry, bool)
+}
+
+var (
+	_ Signer   = (*ca.CA)(nil)
+	_ Registry = (*identity.Registrations)(nil)
+)
+
+// Config configures the service. CA is required; Attestor checks bearer
+// tokens; Registry may be nil (no DNS names, no node agents).
+type Config struct {
+	CA       Signer
+	Attestor identity.Attestor
+	Registry Registry
+	Metrics  *Metrics
+	Logger   *slog.Logger
+	Clock    clock.PassiveClock
+}
+
+// Service implements IstioCertificateService.
+type Service struct {
+	pb.UnimplementedIstioCertificateServiceServer
+	cfg Config
+}
+
+// New checks cfg and fills defaults.
+func New(cfg Config) (*Service, error) {
+	if cfg.CA == nil {
+		return nil, errors.New("service: config: CA is required")
+	}
+	if cfg.Attestor == nil {
+		cfg.Attestor = identity.Chain(nil)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// Register adds the service to a gRPC server.
+func (s *Service) Register(g *grpc.Server) { pb.RegisterIstioCertificateServiceServer(g, s) }
+
+// CreateCertificate authenticates the caller, checks the CSR against what the
+// caller may have, signs, and answers the chain leaf first, root last.
+func (s *Service) CreateCertificate(ctx context.Context, req *pb.IstioCertificateRequest) (*pb.IstioCertificateResponse, error) {
+	caller, err := s.authenticate(ctx)
+	if err != nil {
+		return nil, s.refuse(ctx, err)
+	}
+	grant, err := s.grantFor(caller, req)
+	if err != nil {
+		return nil, s.refuse(ctx, err)
+	}
+	csr, err := ca.ParseCSR([]byte(req.GetCsr()))
+	if err != nil {
+		return nil, s.refuse(ctx, err)
+	}
+	params, err := ca.AuthorizeCSR(csr, grant, req.GetValidityDuration())
+	if err != nil {
+		return nil, s.refuse(ctx, err)
+	}
+	leaf, err := s.cfg.CA.Sign(params)
+	if err != nil {
+		return nil, s.refuse(ctx, err)
+	}
+	s.cfg.Metrics.issued.WithLabelValues(caller.Attestor).Inc()
+	s.cfg.Logger.Debug("issued SVID", attrID, grant.ID.String(), attrAttestor, caller.Attestor, "not_after", leaf.NotAfter)
+	out := make([]string, len(leaf.Chain))
+	for i, der := range leaf.Chain {
+		out[i] = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
+	return &pb.IstioCertificateResponse{CertChain: out}, nil
+}
+
+// Log attribute keys.
+const (
+	attrID       = "spiffe_id"
+	attrAttestor = "attestor"
+	attrReason   = "reason"
+	attrError    = "error"
+)
+
+// authenticate finds who is calling: an mTLS client SVID wins over a bearer
+// token, so an agent renewing with its certificate never needs its token again.
+func (s *Service) authenticate(ctx context.Context) (identity.Identity, error) {
+	if p, ok := peerSVID(ctx); ok && p.Presented {
+		return s.authenticateSVID(p)
+	}
+	token, err := bearerToken(ctx)
+	if err != nil {
+		return identity.Identity{}, err
+	}
+	id, err := s.cfg.Attestor.Attest(ctx, identity.Credential{BearerToken: token})
+	if err != nil {
+		return identity.Identity{}, errors.Join(errUnauthenticated, err)
+	}
+	return id, nil
+}
+
+// authenticateSVID uses the per-connection verification; the expiry is
+// checked again per request because a connection can outlive its SVID.
+func (s *Service) authenticateSVID(p PeerSVID) (identity.Identity, error) {
+	if p.Err != nil {
+		return identity.Identity{}, errors.Join(errUnauthenticated, errBadClientSVID, p.Err)
+	}
+	if !s.cfg.Clock.Now().Before(p.NotAfter) {
+		return identity.Identity{}, errors.Join(errUnauthenticated, errBadClientSVID, errExpiredSVID)
+	}
+	ident := identity.Identity{ID: p.ID, Attestor: "x509_svid"}
+	if s.cfg.Registry != nil {
+		if e, ok := s.cfg.Registry.ByID(p.ID); ok {
+			ident.DNSNames = e.DNSNames
+		}
+	}
+	return ident, nil
+}
+
+// grantFor decides which identity to sign: the caller's own, or — for a node
+// agent — a registered workload's, named in ImpersonatedIdentity.
+func (s *Service) grantFor(caller identity.Identity, req *pb.IstioCertificateRequest) (ca.CSRGrant, error) {
+	target := impersonated(req)
+	if target == "" {
+		return ca.CSRGrant{ID: caller.ID, AllowedDNS: caller.DNSNames}, nil
+	}
+	if !strings.HasPrefix(caller.ID.Path(), NodePathPrefix) {
+		return ca.CSRGrant{}, errImpersonationDenied
+	}
+	id, err := spiffeid.FromString(target)
+	if err != nil {
+		return ca.CSRGrant{}, errors.Join(errBadImpersonation, err)
+	}
+	if s.cfg.Registry == nil {
+		return ca.CSRGrant{}, errImpersonationDenied
+	}
+	e, ok := s.cfg.Registry.ByID(id)
+	if !ok {
+		return ca.CSRGrant{}, errImpersonationDenied
+	}
+	return ca.CSRGrant{ID: id, AllowedDNS: e.DNSNames}, nil
+}
+
+func impersonated(req *pb.IstioCertificateRequest) string {
+	if md := req.GetMetadata(); md != nil {
+		if v, ok := md.GetFields()[ImpersonatedIdentityKey]; ok {
+			return v.GetStringValue()
+		}
+	}
+	return ""
+}
+
+func peerSVID(ctx context.Context) (PeerSVID, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return PeerSVID{}, false
+	}
+	info, ok := p.AuthInfo.(PeerSVID)
+	return info, ok
+}
+
+// MaxTokenBytes bounds a bearer token: a Kubernetes token is a few KiB.
+const MaxTokenBytes = 16 << 10
+
+func bearerToken(ctx context.Context) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) == 0 {
+		return "", errNoCredential
+	}
+	if len(vals) > 1 {
+		return "", errBadAuthHeader
+	}
+	v := vals[0]
+	if len(v) > MaxTokenBytes {
+		return "", errTokenTooLarge
+	}
+	const prefix = "bearer "
+	if len(v) <= len(prefix) || !strings.EqualFold(v[:len(prefix)], prefix) {
+		return "", errBadAuthHeader
+	}
+	return strings.TrimSpace(v[len(prefix):]), nil
+}
+
+// trustSource serves the CA's current roots to x509svid.Verify, for the CA's
+// own trust domain only: a client SVID from elsewhere fails verification.
+type trustSource struct {
+	td    spiffeid.TrustDomain
+	roots []*x509.Certificate
+}
+
+func (t trustSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundleT, error) {
+	if td != t.td {
+		return nil, errForeignTrustDomain
+	}
+	return newBundle(t.td, t.roots), nil
+}

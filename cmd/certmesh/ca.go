@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/admin"
+	"github.com/certmesh/certmesh/ca/store"
+)
+
+func runCA(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("ca: want a subcommand: init, inspect, rotate or bundle")
+	}
+	switch args[0] {
+	case "init":
+		return caInit(args[1:], out)
+	case "inspect", "status":
+		return caInspect(ctx, args[1:], out)
+	case "rotate":
+		return caRotate(ctx, args[1:], out)
+	case "bundle":
+		return caBundle(args[1:], out)
+	}
+	return fmt.Errorf("ca: unknown subcommand %q (want init, inspect, rotate or bundle)", args[0])
+}
+
+func caDir(dir string) string { return filepath.Join(dir, "ca") }
+
+// caInit creates the CA of a stopped server's directory, or imports a root
+// and intermediate the user brings.
+func caInit(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("ca init", flag.ContinueOnError)
+	dir := fs.String("dir", stateDirDefault(), "state directory")
+	tdName := fs.String("trust-domain", "", "SPIFFE trust domain (required)")
+	keyType := fs.String("key-type", string(ca.KeyECP256), "key type of a generated root and intermediate")
+	rootCert := fs.String("root-cert", "", "bring your own CA: root certificate (PEM)")
+	intCert := fs.String("intermediate-cert", "", "bring your own CA: intermediate certificate (PEM)")
+	intKey := fs.String("intermediate-key", "", "bring your own CA: intermediate private key (PEM)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	td, err := spiffeid.TrustDomainFromString(*tdName)
+	if err != nil {
+		return fmt.Errorf("--trust-domain %q: %w", *tdName, err)
+	}
+	kt, err := ca.ParseKeyType(*keyType)
+	if err != nil {
+		return err
+	}
+	cfg := ca.Config{Dir: caDir(*dir), TrustDomain: td, KeyType: kt}
+	if *rootCert != "" || *intCert != "" || *intKey != "" {
+		imp, err := readImport(*rootCert, *intCert, *intKey)
+		if err != nil {
+			return err
+		}
+		cfg.Import = imp
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return err
+	}
+	lock, err := store.LockDir(*dir)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	c, err := ca.New(cfg)
+	if err != nil {
+		return err
+	}
+	return printStatus(out, c.Status())
+}
+
+func readImport(root, inter, key string) (*ca.ImportParams, error) {
+	if root == "" || inter == "" || key == "" {
+		return nil, errors.New("bring your own CA needs --root-cert, --intermediate-cert and --intermediate-key")
+	}
+	var p ca.ImportParams
+	for _, f := range []struct {
+		path string
+		dst  *[]byte
+	}{{root, &p.RootPEM}, {inter, &p.IntermediatePEM}, {key, &p.IntermediateKeyPEM}} {
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, err
+		}
+		*f.dst = b
+	}
+	return &p, nil
+}
+
+// caInspect asks a running server, or reads the directory when none runs.
+func caInspect(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("ca inspect", flag.ContinueOnError)
+	dir := fs.String("dir", stateDirDefault(), "state directory")
+	format := fs.String("o", "table", "output: table or json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var live struct {
+		CA ca.Status `json:"ca"`
+	}
+	err := admin.NewClient(filepath.Join(*dir, admin.SocketName)).Status(ctx, &live)
+	st := live.CA
+	if errors.Is(err, admin.ErrNoServer) {
+		snap, serr := ca.ReadSnapshot(caDir(*dir))
+		if serr != nil {
+			return serr
+		}
+		st = snapshotStatus(snap)
+	} else if err != nil {
+		return err
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return printStatus(out, st)
+}
+
+func snapshotStatus(s *ca.Snapshot) ca.Status {
+	st := ca.Status{TrustDomain: s.TrustDomain.Name(), Phase: s.State.CurrentPhase(), NextEvent: s.State.NextEvent()}
+	for i, a := range s.State.Authorities {
+		r := s.Roots[i]
+		st.Authorities = append(st.Authorities, ca.AuthorityInfo{AuthorityState: a, RootSubject: r.Root.Subject.String(),
+			RootNotAfter: r.Root.NotAfter, IntermediateEnd: r.Intermediate.NotAfter})
+	}
+	return st
+}
+
+func printStatus(out io.Writer, st ca.Status) error {
+	fmt.Fprintf(out, "trust domain: %s\nrotation:     %s\n", st.TrustDomain, st.Phase)
+	if !st.NextEvent.IsZero() {
+		fmt.Fprintf(out, "next step:    %s\n", st.NextEvent.Format(time.RFC3339))
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "AUTHORITY\tPHASE\tROOT NOT AFTER\tINTERMEDIATE NOT AFTER\tROOT")
+	for _, a := range st.Authorities {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Phase, a.RootNotAfter.Format(time.RFC3339), a.IntermediateEnd.Format(time.RFC3339), a.RootSubject)
+	}
+	return tw.Flush()
+}
+
+// caRotate starts a rotation on the running server, or on the directory if
+// no server runs (it then takes the lock itself).
+func caRotate(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("ca rotate", flag.ContinueOnError)
+	dir := fs.String("dir", stateDirDefault(), "state directory")
+	overlap := fs.Duration("rotation-overlap", ca.DefaultOverlap, "when no server runs: how long the new root is published before it signs")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var prepared ca.AuthorityState
+	err := admin.NewClient(filepath.Join(*dir, admin.SocketName)).Rotate(ctx, &prepared)
+	if errors.Is(err, admin.ErrNoServer) {
+		prepared, err = rotateOffline(*dir, *overlap)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "new authority %s published in the trust bundle; it signs from %s\n", prepared.ID, prepared.ActivateAt.Format(time.RFC3339))
+	return nil
+}
+
+func rotateOffline(dir string, overlap time.Duration) (ca.AuthorityState, error) {
+	snap, err := ca.ReadSnapshot(caDir(dir))
+	if err != nil {
+		return ca.AuthorityState{}, err
+	}
+	lock, err := store.LockDir(dir)
+	if err != nil {
+		return ca.AuthorityState{}, err
+	}
+	defer lock.Unlock()
+	c, err := ca.New(ca.Config{Dir: caDir(dir), TrustDomain: snap.TrustDomain, RotationOverlap: overlap})
+	if err != nil {
+		return ca.AuthorityState{}, err
+	}
+	return c.Rotate()
+}
+
+// caBundle prints the trust bundle; it reads files only, so it works while
+// a server owns the directory.
+func caBundle(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("ca bundle", flag.ContinueOnError)
+	dir := fs.String("dir", stateDirDefault(), "state directory")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	snap, err := ca.ReadSnapshot(caDir(*dir))
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(snap.BundlePEM())
+	return err
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/server"
+	"github.com/certmesh/certmesh/identity"
+)
+
+// defaultDir is the state directory when neither --dir nor CERTMESH_DIR says.
+const defaultDir = "/var/lib/certmesh"
+
+func stateDirDefault() string {
+	if d := os.Getenv("CERTMESH_DIR"); d != "" {
+		return d
+	}
+	return defaultDir
+}
+
+// logFlags are shared by every long-running command.
+type logFlags struct {
+	format string
+	level  string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", l.level, err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
+}
+
+// serverFlags are the CA server's flags, shared by `server` and `dev`.
+type serverFlags struct {
+	dir           string
+	trustDomain   string
+	registrations string
+	listen        string
+	keyType       string
+	svidTTL       time.Duration
+	maxTTL        time.Duration
+	overlap       time.Duration
+	metrics       string
+	log           logFlags
+}
+
+func (s *serverFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.dir, "dir", stateDirDefault(), "state directory (CA material, tokens, sockets)")
+	fs.StringVar(&s.trustDomain, "trust-domain", "", "SPIFFE trust domain, e.g. example.org (required)")
+	fs.StringVar(&s.registrations, "registrations", "", "registrations file (YAML) mapping workloads to SPIFFE IDs")
+	fs.StringVar(&s.listen, "listen", server.DefaultListen, "address of the CA's gRPC (TLS) listener")
+	fs.StringVar(&s.keyType, "key-type", string(ca.KeyECP256), "CA key type: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096")
+	fs.DurationVar(&s.svidTTL, "svid-ttl", ca.DefaultTTL, "default SVID lifetime (at least 1m)")
+	fs.DurationVar(&s.maxTTL, "max-ttl", ca.DefaultMaxTTL, "longest SVID lifetime; longer requests are clamped")
+	fs.DurationVar(&s.overlap, "rotation-overlap", ca.DefaultOverlap, "how long a new root is published before it signs")
+	fs.StringVar(&s.metrics, "metrics", "", "address for /metrics, /healthz and /readyz (off when empty)")
+	s.log.register(fs)
+}
+
+// config turns the flags into a server.Config, checking each one.
+func (s *serverFlags) config() (server.Config, error) {
+	if s.trustDomain == "" {
+		return server.Config{}, fmt.Errorf("--trust-domain is required")
+	}
+	td, err := spiffeid.TrustDomainFromString(s.trustDomain)
+	if err != nil {
+		return server.Config{}, fmt.Errorf("--trust-domain %q: %w", s.trustDomain, err)
+	}
+	kt, err := ca.ParseKeyType(s.keyType)
+	if err != nil {
+		return server.Config{}, fmt.Errorf("--key-type: %w", err)
+	}
+	if s.svidTTL < ca.MinTTL {
+		return server.Config{}, fmt.Errorf("--svid-ttl %v: must be at least %v", s.svidTTL, ca.MinTTL)
+	}
+	if s.maxTTL < s.svidTTL {
+		return server.Config{}, fmt.Errorf("--max-ttl %v: must be at least --svid-ttl %v", s.maxTTL, s.svidTTL)
+	}
+	cfg := server.Config{
+		Dir: s.dir, TrustDomain: td, Listen: s.listen,
+		CA: ca.Config{KeyType: kt, DefaultTTL: s.svidTTL, MaxTTL: s.maxTTL, RotationOverlap: s.overlap},
+	}
+	if s.registrations != "" {
+		regs, err := identity.LoadRegistrations(s.registrations)
+		if err != nil {
+			return server.Config{}, err
+		}
+		if regs.TrustDomain() != td {
+			return server.Config{}, fmt.Errorf("%s: trustDomain %q differs from --trust-domain %q", s.registrations, regs.TrustDomain().Name(), td.Name())
+		}
+		cfg.Registrations = regs
+	}
+	return cfg, nil
+}
+
+// parse parses args, turning a missing required positional into a usage error.
+func parse(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return nil
+}

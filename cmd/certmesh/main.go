@@ -1,0 +1,71 @@
+// Command certmesh is one binary for the whole control plane: the CA server,
+// the agent, the embedded dev mode, and the operator's CLI.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type command struct {
+	name  string
+	short string
+	run   func(ctx context.Context, args []string, out io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"server", "run the CA server", runServer},
+		{"ca", "init | inspect | rotate | bundle: manage the CA of a state directory", runCA},
+		{"token", "create: make a one-time join token on a running server", runToken},
+		{"status", "show what a running server knows (certificates, CA, rotation)", runStatus},
+		{"version", "print the version", func(_ context.Context, _ []string, out io.Writer) error {
+			_, err := fmt.Fprintln(out, "certmesh", version)
+			return err
+		}},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := dispatch(ctx, os.Args[1:], os.Stdout); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "certmesh:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func dispatch(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(out)
+		if len(args) == 0 {
+			return errors.New("no command given")
+		}
+		return nil
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], out)
+		}
+	}
+	usage(out)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func usage(out io.Writer) {
+	fmt.Fprintln(out, "usage: certmesh <command> [flags]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(out, "  %-8s %s\n", c.name, c.short)
+	}
+}

@@ -1,0 +1,151 @@
+package identity
+
+import (
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Entry grants a SPIFFE ID (and DNS SANs) to callers whose unix peer
+// credentials match its selectors. A nil UID or GID means "any".
+type Entry struct {
+	ID       spiffeid.ID
+	UID, GID *uint32
+	DNSNames []string
+	// Line is where the entry starts in the registrations file, so that
+	// logs and errors about it point at something an operator can edit.
+	Line int
+}
+
+// matches reports whether every selector set on the entry matches the peer.
+func (e Entry) matches(p PeerCred) bool {
+	if e.UID == nil && e.GID == nil {
+		return false
+	}
+	if e.UID != nil && *e.UID != p.UID {
+		return false
+	}
+	return e.GID == nil || *e.GID == p.GID
+}
+
+// specificity ranks matching entries: uid+gid beats uid alone, which beats
+// gid alone, because a uid names one account and a gid a group of them.
+func (e Entry) specificity() int {
+	s := 0
+	if e.UID != nil {
+		s += 2
+	}
+	if e.GID != nil {
+		s++
+	}
+	return s
+}
+
+func (e Entry) clone() Entry {
+	c := e
+	if e.UID != nil {
+		u := *e.UID
+		c.UID = &u
+	}
+	if e.GID != nil {
+		g := *e.GID
+		c.GID = &g
+	}
+	c.DNSNames = slices.Clone(e.DNSNames)
+	return c
+}
+
+// RegistrationError reports a problem in a registrations file with the
+// source and line, because these errors stop the server at startup and the
+// operator needs to know exactly what to fix.
+type RegistrationError struct {
+	Source string
+	Line   int // 0 when the problem has no single line (e.g. a YAML syntax error)
+	Err    error
+}
+
+// Error implements error.
+func (e *RegistrationError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("identity: %s:%d: %v", e.Source, e.Line, e.Err)
+	}
+	return fmt.Sprintf("identity: %s: %v", e.Source, e.Err)
+}
+
+// Unwrap returns the underlying error.
+func (e *RegistrationError) Unwrap() error { return e.Err }
+
+// Registrations is a parsed, validated registrations file. It is immutable
+// after parsing and therefore safe for concurrent use; reloading means
+// parsing a new one and swapping the pointer.
+type Registrations struct {
+	td      spiffeid.TrustDomain
+	entries []Entry
+	byID    map[spiffeid.ID]int
+}
+
+// LoadRegistrations reads and parses the registrations file at path.
+func LoadRegistrations(path string) (*Registrations, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("identity: load registrations: %w", err)
+	}
+	return ParseRegistrations(data, path)
+}
+
+// ParseRegistrations parses a registrations file. source names the file in
+// error messages. Every entry is validated up front so a bad file fails at
+// startup rather than when the first workload asks for an SVID.
+func ParseRegistrations(data []byte, source string) (*Registrations, error) {
+	p := &regParser{source: source}
+	r, err := p.parse(data)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// TrustDomain is the trust domain every entry belongs to.
+func (r *Registrations) TrustDomain() spiffeid.TrustDomain { return r.td }
+
+// Entries returns a copy of the entries in file order.
+func (r *Registrations) Entries() []Entry {
+	out := make([]Entry, len(r.entries))
+	for i, e := range r.entries {
+		out[i] = e.clone()
+	}
+	return out
+}
+
+// MatchPeer returns the most specific entry matching the peer credentials.
+// Selectors are unique per file, so there is never a tie. A nil
+// *Registrations matches nothing, so a missing file denies rather than panics.
+func (r *Registrations) MatchPeer(p PeerCred) (Entry, bool) {
+	if r == nil {
+		return Entry{}, false
+	}
+	best := -1
+	for i, e := range r.entries {
+		if !e.matches(p) {
+			continue
+		}
+		if best < 0 || e.specificity() > r.entries[best].specificity() {
+			best = i
+		}
+	}
+	if best < 0 {
+		return Entry{}, false
+	}
+	return r.entries[best].clone(), true
+}
+
+// ByID returns the entry granting id.
+func (r *Registrations) ByID(id spiffeid.ID) (Entry, bool) {
+	i, ok := r.byID[id]
+	if !ok {
+		return Entry{}, false
+	}
+	return r.entries[i].clone(), true
+}
