@@ -67,6 +67,7 @@ type CA struct {
 	state       RotationState
 	authorities map[string]*Authority
 
+	jwt     *jwtAuthority
 	active  atomic.Pointer[Authority]
 	bundle  atomic.Pointer[bundleSnapshot]
 	watchMu sync.Mutex
@@ -96,6 +97,9 @@ func New(cfg Config) (*CA, error) {
 		err = c.loadAuthorities(state)
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := c.loadOrCreateJWTKey(); err != nil {
 		return nil, err
 	}
 	return c, nil

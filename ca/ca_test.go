@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 
@@ -40,7 +41,7 @@ func TestNewCreatesAndReloadsTheSameCA(t *testing.T) {
 		}
 		return nil
 	}))
-	require.Equal(t, 2, keys, "root and intermediate keys")
+	require.Equal(t, 3, keys, "root, intermediate and JWT keys")
 }
 
 func TestKeyTypes(t *testing.T) {
@@ -250,4 +251,23 @@ func TestReadSnapshotWithoutLock(t *testing.T) {
 	require.Equal(t, c.BundlePEM(), snap.BundlePEM())
 	_, err = ca.ReadSnapshot(t.TempDir())
 	require.ErrorIs(t, err, ca.ErrNoCA)
+}
+
+func TestSignJWT(t *testing.T) {
+	c := catest.New(t, "example.org")
+	id := spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/web")
+	token, exp, err := c.SignJWT(ca.JWTParams{ID: id, Audience: []string{"db"}})
+	require.NoError(t, err)
+	require.Equal(t, c.Clock.Now().Add(ca.DefaultJWTTTL), exp)
+	svid, err := jwtsvid.ParseAndValidate(token, c.JWTBundle(), []string{"db"})
+	require.NoError(t, err)
+	require.Equal(t, id, svid.ID)
+	_, err = jwtsvid.ParseAndValidate(token, c.JWTBundle(), []string{"other"})
+	require.Error(t, err, "wrong audience")
+	_, _, err = c.SignJWT(ca.JWTParams{ID: id})
+	require.ErrorIs(t, err, ca.ErrJWTAudience)
+
+	again, err := ca.New(ca.Config{Dir: c.Dir, TrustDomain: td, Clock: c.Clock})
+	require.NoError(t, err)
+	require.True(t, c.JWTBundle().Equal(again.JWTBundle()), "JWT key persists")
 }

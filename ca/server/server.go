@@ -57,6 +57,8 @@ type Server struct {
 	lock   *store.Lock
 	lis    net.Listener
 	grpc   *grpc.Server
+
+	agentAPI *service.AgentAPI
 }
 
 // New takes the state directory's lock, opens (or creates) the CA and binds
@@ -129,6 +131,8 @@ func (s *Server) buildGRPC() error {
 	}
 	s.grpc = service.NewGRPCServer(svc.TransportCredentials(sc.ServerTLSConfig()))
 	svc.Register(s.grpc)
+	s.agentAPI = svc.NewAgentAPI(s.CA)
+	s.agentAPI.Register(s.grpc)
 	return nil
 }
 
@@ -146,6 +150,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.Close()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return service.Serve(ctx, s.grpc, s.lis) })
+	g.Go(func() error { <-ctx.Done(); s.agentAPI.Stop(); return nil })
 	g.Go(func() error { return s.CA.Run(ctx) })
 	g.Go(func() error { return admin.Serve(ctx, s.AdminSocket(), admin.Handler(s, s.cfg.Logger)) })
 	s.cfg.Logger.Info("CA server ready", "listen", s.Addr(), "trust_domain", s.cfg.TrustDomain.Name(), "admin_socket", s.AdminSocket())

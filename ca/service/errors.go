@@ -66,6 +66,7 @@ var refusals = []refusal{
 	{ca.ErrUnsupportedKey, codes.InvalidArgument, "unsupported_key"},
 	{ca.ErrBadTTL, codes.InvalidArgument, "bad_ttl"},
 	{ca.ErrForeignID, codes.PermissionDenied, "foreign_id"},
+	{ca.ErrJWTAudience, codes.InvalidArgument, "jwt_audience"},
 	{ca.ErrAuthorityExpired, codes.Unavailable, "authority_expired"},
 	{errUnauthenticated, codes.Unauthenticated, "unauthenticated"},
 }

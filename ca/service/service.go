@@ -167,11 +167,16 @@ func (s *Service) authenticateSVID(p PeerSVID) (identity.Identity, error) {
 // grantFor decides which identity to sign: the caller's own, or — for a node
 // agent — a registered workload's, named in ImpersonatedIdentity.
 func (s *Service) grantFor(caller identity.Identity, req *pb.IstioCertificateRequest) (ca.CSRGrant, error) {
-	target := impersonated(req)
+	return s.grant(caller, impersonated(req))
+}
+
+// grant applies the impersonation rule: only node identities, and only for
+// identities registered with the server.
+func (s *Service) grant(caller identity.Identity, target string) (ca.CSRGrant, error) {
 	if target == "" {
 		return ca.CSRGrant{ID: caller.ID, AllowedDNS: caller.DNSNames}, nil
 	}
-	if !strings.HasPrefix(caller.ID.Path(), NodePathPrefix) {
+	if !isNode(caller.ID) {
 		return ca.CSRGrant{}, errImpersonationDenied
 	}
 	id, err := spiffeid.FromString(target)

@@ -1,0 +1,244 @@
+package sds
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/utils/clock"
+)
+
+// Config configures an Agent.
+type Config struct {
+	TrustDomain spiffeid.TrustDomain
+	// ServerAddr is the CA's gRPC address.
+	ServerAddr string
+	// TrustBundle is the bootstrap trust: roots that authenticate the CA
+	// server before the agent has streamed the live bundle.
+	TrustBundle []*x509.Certificate
+	// Credential proves the agent to the CA the first time; later renewals
+	// use the agent's own SVID over mTLS.
+	Credential Credential
+	// Workloads are the registered identities this agent keeps SVIDs for
+	// on behalf of local workloads (node mode). Empty in workload mode,
+	// where the agent serves its own identity.
+	Workloads []spiffeid.ID
+	// SVIDTTL is the lifetime asked for (zero: the CA's default).
+	SVIDTTL time.Duration
+	// Edge, if set, provides ACME edge certificates to serve over SDS.
+	Edge EdgeSource
+
+	Clock      clock.Clock
+	Rand       io.Reader      // key generation; default crypto/rand
+	Jitter     func() float64 // uniform in [0, 1); default math/rand/v2
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Credential is what the agent presents to the CA when it has no SVID yet.
+type Credential interface {
+	// Token returns the bearer token to send. ok is false when the
+	// credential cannot be used again (a spent join token).
+	Token() (token string, ok bool)
+}
+
+// JoinToken is a one-time credential: used once, then the agent renews with
+// its SVID. If that SVID ever expires, a new join token is needed.
+type JoinToken struct {
+	mu    sync.Mutex
+	value string
+	used  bool
+}
+
+// NewJoinToken wraps a join token.
+func NewJoinToken(v string) *JoinToken { return &JoinToken{value: v} }
+
+// Token implements Credential.
+func (j *JoinToken) Token() (string, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.used || j.value == "" {
+		return "", false
+	}
+	j.used = true
+	return j.value, true
+}
+
+// EdgeSource provides edge certificates by name; edge.Manager satisfies it.
+type EdgeSource interface {
+	EdgeCertificate(name string) (certPEM, keyPEM []byte, ok bool)
+	Changed() <-chan struct{}
+}
+
+// Agent keeps SVIDs and bundles fresh and is the Source of the SDS and
+// Workload API handlers. Safe for concurrent use.
+type Agent struct {
+	cfg     Config
+	client  *caClient
+	metrics *metrics
+
+	bundle    atomic.Pointer[x509bundle.Bundle]
+	jwtBundle atomic.Pointer[jwtbundle.Bundle]
+
+	jwts jwtCache
+
+	mu    sync.RWMutex
+	own   *x509svid.SVID
+	svids map[spiffeid.ID]*x509svid.SVID
+
+	changeMu sync.Mutex
+	changed  chan struct{}
+	ready    chan struct{}
+	readyOne sync.Once
+}
+
+// New checks cfg; it does not contact the CA or start goroutines.
+func New(cfg Config) (*Agent, error) {
+	if cfg.TrustDomain.IsZero() || cfg.ServerAddr == "" || cfg.Credential == nil {
+		return nil, errors.New("sds: config: TrustDomain, ServerAddr and Credential are required")
+	}
+	if len(cfg.TrustBundle) == 0 {
+		return nil, errors.New("sds: config: a bootstrap TrustBundle is required to authenticate the CA")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = mrand.Float64
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{cfg: cfg, svids: map[spiffeid.ID]*x509svid.SVID{}, changed: make(chan struct{}), ready: make(chan struct{}), metrics: newMetrics(cfg.Registerer)}
+	a.bundle.Store(x509bundle.FromX509Authorities(cfg.TrustDomain, cfg.TrustBundle))
+	a.jwtBundle.Store(jwtbundle.New(cfg.TrustDomain))
+	client, err := newCAClient(cfg.ServerAddr, cfg.TrustDomain, bundleSource{a})
+	if err != nil {
+		return nil, err
+	}
+	a.client = client
+	return a, nil
+}
+
+// Run keeps everything fresh until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.client.close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { a.watchBundles(ctx); return nil })
+	g.Go(func() error { a.maintain(ctx, a.ownSlot()); return nil })
+	for _, id := range a.cfg.Workloads {
+		g.Go(func() error { a.maintain(ctx, a.workloadSlot(id)); return nil })
+	}
+	if a.cfg.Edge != nil {
+		g.Go(func() error { a.forwardEdge(ctx); return nil })
+	}
+	return g.Wait()
+}
+
+// Ready is closed once the agent holds its own SVID and every workload's.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+func (a *Agent) checkReady() {
+	a.mu.RLock()
+	done := a.own != nil && len(a.svids) == len(a.cfg.Workloads)
+	a.mu.RUnlock()
+	if done {
+		a.readyOne.Do(func() { close(a.ready) })
+	}
+}
+
+// notify wakes every watcher: SDS streams and Workload API streams re-read
+// what they serve and push only what changed.
+func (a *Agent) notify() {
+	a.changeMu.Lock()
+	close(a.changed)
+	a.changed = make(chan struct{})
+	a.changeMu.Unlock()
+}
+
+// Changed is closed at the next change of any SVID, bundle or edge certificate.
+func (a *Agent) Changed() <-chan struct{} {
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
+	return a.changed
+}
+
+// TrustDomain is the agent's trust domain.
+func (a *Agent) TrustDomain() spiffeid.TrustDomain { return a.cfg.TrustDomain }
+
+// X509Bundle is the current trust bundle.
+func (a *Agent) X509Bundle() *x509bundle.Bundle { return a.bundle.Load() }
+
+// JWTBundle is the current JWT bundle.
+func (a *Agent) JWTBundle() *jwtbundle.Bundle { return a.jwtBundle.Load() }
+
+// X509SVID returns the SVID held for id — a workload's, or the agent's own —
+// unless it has expired: an expired SVID is never served.
+func (a *Agent) X509SVID(id spiffeid.ID) (*x509svid.SVID, bool) {
+	a.mu.RLock()
+	s, ok := a.svids[id]
+	if !ok && a.own != nil && a.own.ID == id {
+		s, ok = a.own, true
+	}
+	a.mu.RUnlock()
+	if !ok || !a.cfg.Clock.Now().Before(s.Certificates[0].NotAfter) {
+		return nil, false
+	}
+	return s, true
+}
+
+// OwnID is the agent's own identity, once it has one.
+func (a *Agent) OwnID() (spiffeid.ID, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.own == nil {
+		return spiffeid.ID{}, false
+	}
+	return a.own.ID, true
+}
+
+// EdgeCertificate returns an edge certificate to serve, if the agent has an edge source.
+func (a *Agent) EdgeCertificate(name string) ([]byte, []byte, bool) {
+	if a.cfg.Edge == nil {
+		return nil, nil, false
+	}
+	return a.cfg.Edge.EdgeCertificate(name)
+}
+
+func (a *Agent) forwardEdge(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.cfg.Edge.Changed():
+			a.notify()
+		}
+	}
+}
+
+// bundleSource lets TLS verification of the CA follow the live bundle.
+type bundleSource struct{ a *Agent }
+
+func (b bundleSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	if td != b.a.cfg.TrustDomain {
+		return nil, fmt.Errorf("sds: no bundle for trust domain %q", td.Name())
+	}
+	return b.a.bundle.Load(), nil
+}

@@ -1,0 +1,188 @@
+package sds
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/structpb"
+	pb "istio.io/api/security/v1alpha1"
+
+	"github.com/certmesh/certmesh/ca/service"
+)
+
+// ErrBadAnswer means the CA answered with something that is not a valid
+// SVID for the identity asked for; it is never served.
+var ErrBadAnswer = errors.New("sds: CA answered with an unusable certificate")
+
+// caClient talks to the CA server over two connections: one that only
+// authenticates the server (bootstrap with a token, bundle streams) and one
+// presenting the agent's own SVID, rebuilt whenever that SVID changes.
+type caClient struct {
+	addr    string
+	td      spiffeid.TrustDomain
+	bundles x509bundle.Source
+
+	mu       sync.Mutex
+	plain    *grpc.ClientConn
+	mtls     *grpc.ClientConn
+	mtlsSVID *x509svid.SVID
+}
+
+func newCAClient(addr string, td spiffeid.TrustDomain, bundles x509bundle.Source) (*caClient, error) {
+	authz := tlsconfig.AuthorizeID(service.ServerID(td))
+	conn, err := grpc.NewClient(addr, connectParams, grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.TLSClientConfig(bundles, authz))))
+	if err != nil {
+		return nil, fmt.Errorf("sds: CA client: %w", err)
+	}
+	return &caClient{addr: addr, td: td, bundles: bundles, plain: conn}, nil
+}
+
+// conn returns the connection to use: mTLS with client when given.
+func (c *caClient) conn(client *x509svid.SVID) (*grpc.ClientConn, error) {
+	if client == nil {
+		return c.plain, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mtls != nil && c.mtlsSVID == client {
+		return c.mtls, nil
+	}
+	if c.mtls != nil {
+		_ = c.mtls.Close()
+	}
+	authz := tlsconfig.AuthorizeID(service.ServerID(c.td))
+	conn, err := grpc.NewClient(c.addr, connectParams, grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.MTLSClientConfig(client, c.bundles, authz))))
+	if err != nil {
+		return nil, fmt.Errorf("sds: CA client: %w", err)
+	}
+	c.mtls, c.mtlsSVID = conn, client
+	return conn, nil
+}
+
+func (c *caClient) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.plain.Close()
+	if c.mtls != nil {
+		_ = c.mtls.Close()
+	}
+}
+
+// connectParams keep gRPC's own reconnect delay short and bounded: the
+// agent's backoff (with jitter) decides how often the CA is asked.
+var connectParams = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+	MinConnectTimeout: 5 * time.Second,
+})
+
+// signRequest is one certificate to obtain. Exactly one of bearer and
+// client authenticates; impersonate names a workload for a node agent.
+type signRequest struct {
+	key         crypto.Signer
+	ttl         time.Duration
+	bearer      string
+	client      *x509svid.SVID
+	impersonate spiffeid.ID
+}
+
+// sign sends a CSR for req.key and checks the answer before returning it.
+func (c *caClient) sign(ctx context.Context, req signRequest) (*x509svid.SVID, error) {
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, req.key)
+	if err != nil {
+		return nil, fmt.Errorf("sds: CSR: %w", err)
+	}
+	in := &pb.IstioCertificateRequest{
+		Csr:              string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
+		ValidityDuration: int64(req.ttl / time.Second),
+	}
+	if !req.impersonate.IsZero() {
+		in.Metadata, _ = structpb.NewStruct(map[string]any{service.ImpersonatedIdentityKey: req.impersonate.String()})
+	}
+	if req.bearer != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+req.bearer)
+	}
+	conn, err := c.conn(req.client)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := pb.NewIstioCertificateServiceClient(conn).CreateCertificate(ctx, in)
+	if err != nil {
+		return nil, fmt.Errorf("sds: CreateCertificate: %w", err)
+	}
+	return c.parseAnswer(resp.GetCertChain(), req)
+}
+
+// parseAnswer turns a leaf-first PEM chain into an SVID (leaf and
+// intermediates; the root stays in the bundle) and verifies it.
+func (c *caClient) parseAnswer(chain []string, req signRequest) (*x509svid.SVID, error) {
+	var certs []*x509.Certificate
+	for _, p := range chain {
+		rest := []byte(p)
+		for {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				break
+			}
+			cert, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrBadAnswer, err)
+			}
+			certs = append(certs, cert)
+		}
+	}
+	if len(certs) < 2 {
+		return nil, fmt.Errorf("%w: chain has %d certificates", ErrBadAnswer, len(certs))
+	}
+	if certs[len(certs)-1].IsCA && certs[len(certs)-1].CheckSignatureFrom(certs[len(certs)-1]) == nil {
+		certs = certs[:len(certs)-1] // drop the self-signed root
+	}
+	id, _, err := x509svid.Verify(certs, c.bundles)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadAnswer, err)
+	}
+	if !req.impersonate.IsZero() && id != req.impersonate {
+		return nil, fmt.Errorf("%w: asked for %s, got %s", ErrBadAnswer, req.impersonate, id)
+	}
+	return &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: req.key}, nil
+}
+
+// fetchJWT asks the CA for a JWT-SVID for id (the node's own or a workload's).
+func (c *caClient) fetchJWT(ctx context.Context, client *x509svid.SVID, id spiffeid.ID, audience []string, bundle *jwtbundle.Bundle) (*jwtsvid.SVID, error) {
+	conn, err := c.conn(client)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := workloadpb.NewSpiffeWorkloadAPIClient(conn).FetchJWTSVID(ctx, &workloadpb.JWTSVIDRequest{Audience: audience, SpiffeId: id.String()})
+	if err != nil {
+		return nil, fmt.Errorf("sds: FetchJWTSVID: %w", err)
+	}
+	if len(resp.GetSvids()) != 1 {
+		return nil, fmt.Errorf("%w: %d JWT-SVIDs", ErrBadAnswer, len(resp.GetSvids()))
+	}
+	svid, err := jwtsvid.ParseAndValidate(resp.GetSvids()[0].GetSvid(), bundle, audience)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadAnswer, err)
+	}
+	if svid.ID != id {
+		return nil, fmt.Errorf("%w: JWT for %s, asked for %s", ErrBadAnswer, svid.ID, id)
+	}
+	return svid, nil
+}

@@ -1,0 +1,176 @@
+package sds
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/certmesh/certmesh/ca"
+)
+
+// ErrNoCredential means the agent has neither a valid SVID nor a usable
+// bootstrap credential (a join token is spent): it needs a new token.
+var ErrNoCredential = errors.New("sds: no valid SVID and no unused credential; give the agent a new join token")
+
+// Log attribute keys.
+const (
+	attrID    = "spiffe_id"
+	attrError = "error"
+)
+
+// slot is one SVID the agent keeps fresh: its own, or a workload's.
+type slot struct {
+	id      spiffeid.ID // zero for the agent's own until known
+	own     bool
+	current func() *x509svid.SVID
+	store   func(*x509svid.SVID)
+}
+
+func (a *Agent) ownSlot() slot {
+	return slot{
+		own: true,
+		current: func() *x509svid.SVID {
+			a.mu.RLock()
+			defer a.mu.RUnlock()
+			return a.own
+		},
+		store: func(s *x509svid.SVID) { a.mu.Lock(); a.own = s; a.mu.Unlock() },
+	}
+}
+
+func (a *Agent) workloadSlot(id spiffeid.ID) slot {
+	return slot{
+		id: id,
+		current: func() *x509svid.SVID {
+			a.mu.RLock()
+			defer a.mu.RUnlock()
+			return a.svids[id]
+		},
+		store: func(s *x509svid.SVID) {
+			a.mu.Lock()
+			if s == nil {
+				delete(a.svids, id)
+			} else {
+				a.svids[id] = s
+			}
+			a.mu.Unlock()
+		},
+	}
+}
+
+// maintain obtains the slot's SVID, then renews it at about half its life;
+// on failure it retries with backoff, keeps serving the current SVID until
+// it expires, and drops it then.
+func (a *Agent) maintain(ctx context.Context, s slot) {
+	attempt := 0
+	for {
+		if !s.own && !a.waitForOwn(ctx) {
+			return
+		}
+		svid, err := a.renew(ctx, s)
+		now := a.cfg.Clock.Now()
+		var wake time.Time
+		if err == nil {
+			attempt = 0
+			s.store(svid)
+			a.metrics.observeSVID(svid)
+			a.notify()
+			a.checkReady()
+			wake = RotateAt(now, svid.Certificates[0].NotAfter, 2*a.cfg.Jitter()-1)
+			a.cfg.Logger.Debug("SVID renewed", attrID, svid.ID.String(), "not_after", svid.Certificates[0].NotAfter, "next", wake)
+		} else {
+			if ctx.Err() != nil {
+				return
+			}
+			a.metrics.caFailures.Inc()
+			a.cfg.Logger.Warn("SVID renewal failed; retrying with backoff", attrID, s.id.String(), attrError, err.Error())
+			wake = NextAttempt(now, a.expireIfDue(s, now), Backoff(attempt, a.cfg.Jitter()))
+			attempt++
+		}
+		if !a.sleepUntil(ctx, wake) {
+			return
+		}
+	}
+}
+
+// expireIfDue drops the slot's SVID once it has expired and returns the
+// expiry of what is still held (zero if nothing).
+func (a *Agent) expireIfDue(s slot, now time.Time) time.Time {
+	cur := s.current()
+	if cur == nil {
+		return time.Time{}
+	}
+	exp := cur.Certificates[0].NotAfter
+	if now.Before(exp) {
+		return exp
+	}
+	if !s.own {
+		s.store(nil)
+	}
+	a.metrics.expired.Inc()
+	a.cfg.Logger.Error("SVID expired and could not be renewed; no longer served", attrID, cur.ID.String())
+	a.notify()
+	return time.Time{}
+}
+
+// renew makes a new key and gets it signed with the best credential at hand.
+func (a *Agent) renew(ctx context.Context, s slot) (*x509svid.SVID, error) {
+	key, err := ca.GenerateKey(ca.KeyECP256, a.cfg.Rand)
+	if err != nil {
+		return nil, err
+	}
+	req := signRequest{key: key, ttl: a.cfg.SVIDTTL}
+	own, ownValid := a.validOwn()
+	switch {
+	case !s.own:
+		req.client, req.impersonate = own, s.id
+	case ownValid:
+		req.client = own
+	default:
+		tok, ok := a.cfg.Credential.Token()
+		if !ok {
+			return nil, ErrNoCredential
+		}
+		req.bearer = tok
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return a.client.sign(rctx, req)
+}
+
+func (a *Agent) validOwn() (*x509svid.SVID, bool) {
+	a.mu.RLock()
+	own := a.own
+	a.mu.RUnlock()
+	return own, own != nil && a.cfg.Clock.Now().Before(own.Certificates[0].NotAfter)
+}
+
+// waitForOwn blocks until the agent holds a valid SVID of its own, which
+// workload requests are authenticated with.
+func (a *Agent) waitForOwn(ctx context.Context) bool {
+	for {
+		changed := a.Changed()
+		if _, ok := a.validOwn(); ok {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-changed:
+		}
+	}
+}
+
+func (a *Agent) sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := a.cfg.Clock.NewTimer(t.Sub(a.cfg.Clock.Now()))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C():
+		return true
+	}
+}

@@ -1,0 +1,44 @@
+package sds
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+type metrics struct {
+	expiry        *prometheus.GaugeVec
+	renewals      prometheus.Counter
+	caFailures    prometheus.Counter
+	expired       prometheus.Counter
+	bundleUpdates prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "certmesh_agent_svid_expiry_timestamp_seconds",
+			Help: "NotAfter of the SVID the agent holds, per SPIFFE ID, as a Unix timestamp.",
+		}, []string{"spiffe_id"}),
+		renewals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "certmesh_agent_svid_renewals_total", Help: "SVIDs obtained from the CA.",
+		}),
+		caFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "certmesh_agent_ca_failures_total", Help: "Failed requests and broken streams to the CA.",
+		}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "certmesh_agent_svid_expired_total", Help: "SVIDs that expired before they could be renewed.",
+		}),
+		bundleUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "certmesh_agent_bundle_updates_total", Help: "Trust bundle changes received from the CA.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.expiry, m.renewals, m.caFailures, m.expired, m.bundleUpdates)
+	}
+	return m
+}
+
+func (m *metrics) observeSVID(s *x509svid.SVID) {
+	m.renewals.Inc()
+	m.expiry.WithLabelValues(s.ID.String()).Set(float64(s.Certificates[0].NotAfter.Unix()))
+}
