@@ -15,7 +15,7 @@ build:
 
 # certmesh's main job on one machine, no Kubernetes.
 run: build
-	./bin/certmesh server --dir $(RUN_DIR) --trust-domain example.org --registrations deploy/dev/registrations.yaml
+	./bin/certmesh dev --dir $(RUN_DIR) --trust-domain example.org --registrations deploy/dev/registrations.yaml
 
 tools:
 	bash test/tools/install.sh
@@ -31,7 +31,7 @@ unit:
 	$(GO) test -count=1 -timeout 30m ./...
 
 # Each fuzz target runs briefly; `make fuzz FUZZTIME=5m` digs deeper.
-FUZZ_TARGETS = ./ca:FuzzParseCSR ./identity:FuzzParseRegistrations
+FUZZ_TARGETS = ./ca:FuzzParseCSR ./identity:FuzzParseRegistrations ./sds/workload:FuzzValidateJWTSVID ./edge/edgeconfig:FuzzParse
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \

@@ -38,6 +38,8 @@ type Identity struct {
 	ID spiffeid.ID
 	// DNSNames are the DNS SANs this identity may carry.
 	DNSNames []string
+	// EdgeCertificates are the edge certificates the caller may fetch.
+	EdgeCertificates []string
 	// Attestor names the attestor that proved the identity, for logs and
 	// metrics ("unix", "join_token", later "k8s_sat").
 	Attestor string

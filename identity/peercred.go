@@ -125,5 +125,5 @@ func (a *PeerAttestor) Attest(_ context.Context, cred Credential) (Identity, err
 	if !ok {
 		return Identity{}, fmt.Errorf("%w: uid=%d gid=%d", ErrNoRegistration, cred.Peer.UID, cred.Peer.GID)
 	}
-	return Identity{ID: e.ID, DNSNames: e.DNSNames, Attestor: AttestorUnix}, nil
+	return Identity{ID: e.ID, DNSNames: e.DNSNames, EdgeCertificates: e.EdgeCertificates, Attestor: AttestorUnix}, nil
 }

@@ -14,6 +14,9 @@ type Entry struct {
 	ID       spiffeid.ID
 	UID, GID *uint32
 	DNSNames []string
+	// EdgeCertificates are edge (ACME) certificate names this workload may
+	// fetch over SDS: an ingress gateway's.
+	EdgeCertificates []string
 	// Line is where the entry starts in the registrations file, so that
 	// logs and errors about it point at something an operator can edit.
 	Line int
@@ -54,6 +57,7 @@ func (e Entry) clone() Entry {
 		c.GID = &g
 	}
 	c.DNSNames = slices.Clone(e.DNSNames)
+	c.EdgeCertificates = slices.Clone(e.EdgeCertificates)
 	return c
 }
 

@@ -19,6 +19,7 @@ const (
 	keyUID         = "uid"
 	keyGID         = "gid"
 	keyDNSNames    = "dnsNames"
+	keyEdgeCerts   = "edgeCertificates"
 )
 
 // selector identifies what an entry matches on, to refuse two entries that
@@ -167,7 +168,7 @@ func (p *regParser) parseEntry(n *yaml.Node) (Entry, error) {
 	if n.Kind != yaml.MappingNode {
 		return Entry{}, p.errAt(n.Line, "workload entry must be a mapping")
 	}
-	f, err := p.fields(n, keySPIFFEID, keyUID, keyGID, keyDNSNames)
+	f, err := p.fields(n, keySPIFFEID, keyUID, keyGID, keyDNSNames, keyEdgeCerts)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -185,6 +186,9 @@ func (p *regParser) parseEntry(n *yaml.Node) (Entry, error) {
 		return Entry{}, p.errAt(n.Line, "entry %q has no selector (set %s and/or %s)", e.ID, keyUID, keyGID)
 	}
 	if e.DNSNames, err = p.parseDNSNames(f[keyDNSNames]); err != nil {
+		return Entry{}, err
+	}
+	if e.EdgeCertificates, err = p.parseEdgeNames(f[keyEdgeCerts]); err != nil {
 		return Entry{}, err
 	}
 	return e, nil
@@ -276,4 +280,23 @@ func validDNSLabel(l string) bool {
 		}
 	}
 	return true
+}
+
+// parseEdgeNames reads the edge certificates an entry may fetch over SDS
+// (an ingress gateway's). Names are edge certificate names: DNS-like labels.
+func (p *regParser) parseEdgeNames(n *yaml.Node) ([]string, error) {
+	if n == nil {
+		return nil, nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, p.errAt(n.Line, "%s must be a list", keyEdgeCerts)
+	}
+	names := make([]string, 0, len(n.Content))
+	for _, item := range n.Content {
+		if item.Kind != yaml.ScalarNode || validateDNSName(item.Value) != nil {
+			return nil, p.errAt(item.Line, "invalid edge certificate name %q (lower-case letters, digits, '-' and '.')", item.Value)
+		}
+		names = append(names, item.Value)
+	}
+	return names, nil
 }

@@ -24,7 +24,9 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"dev", "run the CA and the agent in one process (no Kubernetes)", runDev},
 		{"server", "run the CA server", runServer},
+		{"agent", "run the agent beside a remote CA server", runAgent},
 		{"ca", "init | inspect | rotate | bundle: manage the CA of a state directory", runCA},
 		{"token", "create: make a one-time join token on a running server", runToken},
 		{"status", "show what a running server knows (certificates, CA, rotation)", runStatus},

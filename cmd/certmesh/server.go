@@ -23,7 +23,9 @@ import (
 func runServer(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	var sf serverFlags
+	var ef edgeFlags
 	sf.register(fs)
+	ef.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -37,6 +39,10 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	}
 	reg := newRegistry()
 	cfg.Logger, cfg.Registerer = log, reg
+	edgeMgr, err := newEdge(&ef, sf.dir, log, &cfg)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err
@@ -46,6 +52,9 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "certmesh CA for %s listening on %s (admin socket %s)\n", cfg.TrustDomain.Name(), srv.Addr(), srv.AdminSocket())
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(ctx) })
+	if edgeMgr != nil {
+		g.Go(func() error { return edgeMgr.Run(ctx) })
+	}
 	if sf.metrics != "" {
 		g.Go(func() error { return serveMetrics(ctx, sf.metrics, reg, ready.Load) })
 	}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/identity"
+	"github.com/certmesh/certmesh/sds"
+)
+
+// runAgent runs a node agent beside a remote CA server.
+func runAgent(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	serverAddr := fs.String("server", "", "CA server address host:port (required)")
+	socket := fs.String("socket", "/run/certmesh/agent.sock", "unix socket for Envoy SDS and the Workload API")
+	joinToken := fs.String("join-token", "", "one-time join token from `certmesh token create` (required on first start)")
+	tdName := fs.String("trust-domain", "", "SPIFFE trust domain (required)")
+	bundlePath := fs.String("trust-bundle", "", "PEM roots that authenticate the CA server (`certmesh ca bundle`; required)")
+	regsPath := fs.String("registrations", "", "registrations of this node's workloads")
+	svidTTL := fs.Duration("svid-ttl", 0, "SVID lifetime to ask for (default: the CA's)")
+	metricsAddr := fs.String("metrics", "", "address for /metrics, /healthz and /readyz (off when empty)")
+	var lf logFlags
+	lf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *serverAddr == "" || *joinToken == "" || *tdName == "" || *bundlePath == "" {
+		return errors.New("agent: --server, --join-token, --trust-domain and --trust-bundle are required")
+	}
+	log, err := lf.logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	td, err := spiffeid.TrustDomainFromString(*tdName)
+	if err != nil {
+		return fmt.Errorf("--trust-domain: %w", err)
+	}
+	pemBytes, err := os.ReadFile(*bundlePath)
+	if err != nil {
+		return fmt.Errorf("--trust-bundle: %w", err)
+	}
+	roots, err := ca.ParseCertsPEM(pemBytes)
+	if err != nil {
+		return fmt.Errorf("--trust-bundle %s: %w", *bundlePath, err)
+	}
+	var workloads []spiffeid.ID
+	var attestor identity.Attestor = identity.Chain(nil)
+	if *regsPath != "" {
+		regs, err := identity.LoadRegistrations(*regsPath)
+		if err != nil {
+			return err
+		}
+		for _, e := range regs.Entries() {
+			workloads = append(workloads, e.ID)
+		}
+		attestor = &identity.PeerAttestor{Registrations: regs}
+	}
+	reg := newRegistry()
+	agent, err := sds.New(sds.Config{
+		TrustDomain: td, ServerAddr: *serverAddr, TrustBundle: roots, Credential: sds.NewJoinToken(*joinToken),
+		Workloads: workloads, SVIDTTL: *svidTTL, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return agent.Run(ctx) })
+	g.Go(func() error {
+		return sds.ServeEndpoints(ctx, sds.EndpointsConfig{Socket: *socket, Agent: agent, Attestor: attestor, Logger: log, Registerer: reg})
+	})
+	if *metricsAddr != "" {
+		g.Go(func() error { return serveMetrics(ctx, *metricsAddr, reg, isReady(agent)) })
+	}
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+		case <-agent.Ready():
+			fmt.Fprintf(out, "SPIFFE_ENDPOINT_SOCKET=unix://%s\n", *socket)
+		}
+		return nil
+	})
+	return g.Wait()
+}

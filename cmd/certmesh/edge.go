@@ -1,0 +1,117 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	legolog "github.com/go-acme/lego/v4/log"
+
+	"github.com/certmesh/certmesh/edge"
+	"github.com/certmesh/certmesh/edge/edgeconfig"
+)
+
+// edgeFlags are the edge (public ACME certificates) flags of `dev` and `server`.
+type edgeFlags struct {
+	configFile string
+	directory  string
+	email      string
+	caBundle   string
+	domains    string
+	http01Addr string
+	solver     string
+}
+
+func (e *edgeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&e.configFile, "edge-config", "", "edge config file (YAML): issuers, certificates, DNS-01 providers, EAB")
+	fs.StringVar(&e.directory, "acme-directory", "", "ACME directory URL, or `staging` / `production` for Let's Encrypt")
+	fs.StringVar(&e.email, "acme-email", "", "contact email of the ACME account")
+	fs.StringVar(&e.caBundle, "acme-ca-bundle", "", "PEM roots to trust for the ACME directory's TLS (default: the system's)")
+	fs.StringVar(&e.domains, "edge-domain", "", "comma-separated host names; each gets a certificate named after it")
+	fs.StringVar(&e.http01Addr, "http01-addr", "127.0.0.1:5002", "where the built-in HTTP-01 responder listens")
+	fs.StringVar(&e.solver, "acme-solver", "http-01", "challenge for --edge-domain certificates: http-01 or tls-alpn-01")
+}
+
+// config builds the edge configuration, or returns ok=false when nothing
+// asks for edge certificates (make run without any ACME server).
+func (e *edgeFlags) config(stateDir string, log *slog.Logger) (edge.Config, bool, error) {
+	var cfg edge.Config
+	if e.configFile != "" {
+		var err error
+		cfg, err = edgeconfig.Load(e.configFile, edgeconfig.Options{Getenv: os.Getenv})
+		if err != nil {
+			return cfg, false, err
+		}
+	}
+	if e.domains != "" {
+		if err := e.addFlagCertificates(&cfg); err != nil {
+			return cfg, false, err
+		}
+	} else if e.directory != "" && e.configFile == "" {
+		return cfg, false, errors.New("--acme-directory needs --edge-domain (or an --edge-config)")
+	}
+	if len(cfg.Certificates) == 0 {
+		return cfg, false, nil
+	}
+	cfg.Dir = filepath.Join(stateDir, "edge")
+	if cfg.HTTP01Addr == "" {
+		cfg.HTTP01Addr = e.http01Addr
+	}
+	cfg.Logger = log
+	cfg.DNSProviders = dnsProviders()
+	legolog.Logger = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	return cfg, true, nil
+}
+
+const flagIssuer = "default"
+
+func (e *edgeFlags) addFlagCertificates(cfg *edge.Config) error {
+	dir := e.directory
+	switch dir {
+	case "":
+		return errors.New("--edge-domain needs --acme-directory")
+	case "staging":
+		dir = edge.LetsEncryptStaging
+	case "production":
+		dir = edge.LetsEncryptProduction
+	}
+	iss := edge.IssuerConfig{DirectoryURL: dir, Email: e.email}
+	if e.caBundle != "" {
+		b, err := os.ReadFile(e.caBundle)
+		if err != nil {
+			return fmt.Errorf("--acme-ca-bundle: %w", err)
+		}
+		iss.CABundle = b
+	}
+	if cfg.Issuers == nil {
+		cfg.Issuers = map[string]edge.IssuerConfig{}
+	}
+	cfg.Issuers[flagIssuer] = iss
+	for _, d := range strings.Split(e.domains, ",") {
+		d = strings.TrimSpace(d)
+		if d == "" {
+			continue
+		}
+		cfg.Certificates = append(cfg.Certificates, edge.CertificateSpec{
+			Name: d, DNSNames: []string{d}, Issuer: flagIssuer, Solver: edge.SolverConfig{Type: edge.ChallengeType(e.solver)},
+		})
+	}
+	return nil
+}
+
+// edgeSource adapts the edge manager to what the agent serves over SDS.
+type edgeSource struct{ m *edge.Manager }
+
+func (e edgeSource) EdgeCertificate(name string) ([]byte, []byte, bool) {
+	s, ok := e.m.Lookup(name)
+	if !ok {
+		return nil, nil, false
+	}
+	return s.CertPEM, s.KeyPEM, true
+}
+
+func (e edgeSource) Changed() <-chan struct{} { return e.m.Changed() }

@@ -1,0 +1,195 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/certmesh/certmesh/edge/challtestsrv"
+	"github.com/certmesh/certmesh/edge/pebbletest"
+)
+
+// rig is one Manager wired to one Pebble.
+type rig struct {
+	p      *pebbletest.Pebble
+	cfg    Config
+	orders *orderRecorder
+}
+
+func newRig(t testing.TB, p *pebbletest.Pebble, specs ...CertificateSpec) *rig {
+	t.Helper()
+	rec := &orderRecorder{}
+	hc := p.HTTPClient()
+	hc.Transport = rec.wrap(hc.Transport)
+	return &rig{p: p, orders: rec, cfg: Config{
+		Dir:           t.TempDir(),
+		Issuers:       map[string]IssuerConfig{"pebble": {DirectoryURL: p.DirectoryURL, Email: "ops@example.com", Profile: "default"}},
+		Certificates:  specs,
+		HTTP01Addr:    "127.0.0.1:" + strconv.Itoa(p.HTTPPort),
+		TLSALPN01Addr: "127.0.0.1:" + strconv.Itoa(p.TLSPort),
+		HTTPClient:    hc,
+		ARIPoll:       100 * time.Millisecond,
+		Backoff:       Backoff{Min: 200 * time.Millisecond, Max: time.Second},
+	}}
+}
+
+func httpSpec(name string, names ...string) CertificateSpec {
+	return CertificateSpec{Name: name, DNSNames: names, Issuer: "pebble", Solver: SolverConfig{Type: HTTP01}}
+}
+
+func dnsSpec(p *pebbletest.Pebble, name string, names ...string) CertificateSpec {
+	return CertificateSpec{Name: name, DNSNames: names, Issuer: "pebble", Solver: SolverConfig{
+		Type: DNS01, DNS: DNSSolverConfig{
+			Provider:    challtestsrv.Name,
+			Credentials: map[string]string{challtestsrv.EnvURL: p.ChallSrvURL},
+			Resolvers:   []string{p.DNSAddr},
+		},
+	}}
+}
+
+// start builds and runs the Manager until the test ends.
+func (r *rig) start(t testing.TB) *Manager {
+	t.Helper()
+	m, err := New(r.cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(15 * time.Second):
+			t.Error("Run did not return")
+		}
+	})
+	return m
+}
+
+// waitFor waits on Changed until ok holds, for at most timeout.
+func waitFor(t testing.TB, m *Manager, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for range 10000 {
+		ch := m.Changed()
+		if ok() {
+			return
+		}
+		select {
+		case <-ch:
+		case <-time.After(50 * time.Millisecond): // status changes do not signal Changed
+		case <-deadline:
+			t.Fatalf("condition not met within %s; status: %+v", timeout, m.Status())
+		}
+	}
+}
+
+func waitServed(t testing.TB, m *Manager, name string) Served {
+	t.Helper()
+	waitFor(t, m, 20*time.Second, func() bool { _, ok := m.Lookup(name); return ok })
+	sv, _ := m.Lookup(name)
+	return sv
+}
+
+// waitStatus waits until the status of name satisfies ok.
+func waitStatus(t testing.TB, m *Manager, name string, ok func(CertStatus) bool) CertStatus {
+	t.Helper()
+	var got CertStatus
+	waitFor(t, m, 20*time.Second, func() bool {
+		for _, s := range m.Status() {
+			if s.Name == name && ok(s) {
+				got = s
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+// orderRecorder keeps the payload of every newOrder request, to see "replaces".
+type orderRecorder struct {
+	mu     sync.Mutex
+	orders []map[string]any
+	next   http.RoundTripper
+}
+
+func (o *orderRecorder) wrap(next http.RoundTripper) http.RoundTripper {
+	o.next = next
+	return o
+}
+
+func (o *orderRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/order-plz") && req.Body != nil {
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		o.record(body)
+	}
+	return o.next.RoundTrip(req)
+}
+
+func (o *orderRecorder) record(body []byte) {
+	var jws struct{ Payload string }
+	if json.Unmarshal(body, &jws) != nil {
+		return
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(jws.Payload)
+	if err != nil {
+		return
+	}
+	var payload map[string]any
+	if json.Unmarshal(raw, &payload) == nil {
+		o.mu.Lock()
+		o.orders = append(o.orders, payload)
+		o.mu.Unlock()
+	}
+}
+
+func (o *orderRecorder) snapshot() []map[string]any {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]map[string]any(nil), o.orders...)
+}
+
+// verifyChain checks the served chain against pebble's root with Go.
+func verifyChain(t testing.TB, sv Served, root []byte, dnsName string) {
+	t.Helper()
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(root))
+	inter := x509.NewCertPool()
+	rest := sv.CertPEM
+	var leaf *x509.Certificate
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		require.NoError(t, err)
+		if leaf == nil {
+			leaf = c
+		} else {
+			inter.AddCert(c)
+		}
+	}
+	require.NotNil(t, leaf)
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: dnsName})
+	require.NoError(t, err)
+}

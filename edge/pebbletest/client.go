@@ -1,0 +1,129 @@
+package pebbletest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// challengePause lets pebble's VA (PEBBLE_VA_NOSLEEP) finish before lego polls the
+// authorization; lego polls once at once and then waits Retry-After (5 s when pebble
+// sends none), so without it every issuance costs seconds.
+const challengePause = 30 * time.Millisecond
+
+// HTTPClient trusts pebble's listener and applies the challenge pause.
+func (p *Pebble) HTTPClient() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.TLSRoot)
+	base := &http.Transport{
+		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		MaxIdleConnsPerHost:   64,
+		ResponseHeaderTimeout: 30 * time.Second,
+	}
+	// No Client.Timeout: lego leaves HEAD bodies unclosed, which would pin a timer
+	// goroutine per request and trip goleak.
+	return &http.Client{Transport: pauseTransport{next: base}}
+}
+
+type pauseTransport struct{ next http.RoundTripper }
+
+func (t pauseTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || req.Method != http.MethodPost || !strings.Contains(req.URL.Path, "/chalZ/") {
+		return resp, err
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		resp.Header.Set("Retry-After", "1")
+	}
+	select {
+	case <-time.After(challengePause):
+	case <-req.Context().Done():
+	}
+	return resp, nil
+}
+
+// waitReady polls the directory until pebble answers, for at most 10 s.
+func (p *Pebble) waitReady(t testing.TB) {
+	t.Helper()
+	hc := p.HTTPClient()
+	deadline := time.Now().Add(10 * time.Second)
+	for attempt := 0; attempt < 400; attempt++ {
+		resp, err := hc.Get(p.DirectoryURL)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && p.challReady(hc) {
+				return
+			}
+		}
+		require.True(t, time.Now().Before(deadline), "pebble not ready: %v", err)
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatal("pebble not ready")
+}
+
+func (p *Pebble) challReady(hc *http.Client) bool {
+	resp, err := hc.Post(p.ChallSrvURL+"/clear-txt", "application/json", strings.NewReader(`{"host":"ready.test."}`))
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// Roots returns pebble's current root (PEM), new on every start.
+func (p *Pebble) Root(t testing.TB) []byte {
+	t.Helper()
+	return p.get(t, p.ManagementURL+"/roots/0")
+}
+
+func (p *Pebble) get(t testing.TB, url string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	require.NoError(t, err)
+	resp, err := p.HTTPClient().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", url, body)
+	return body
+}
+
+// CertStatus returns pebble's status of a serial ("Valid" or "Revoked").
+func (p *Pebble) CertStatus(t testing.TB, cert *x509.Certificate) string {
+	t.Helper()
+	var out struct{ Status string }
+	body := p.get(t, p.ManagementURL+"/cert-status-by-serial/"+cert.SerialNumber.Text(16))
+	require.NoError(t, json.Unmarshal(body, &out))
+	return out.Status
+}
+
+// SetRenewalInfo forces pebble's ARI answer for cert to the window [start, end].
+func (p *Pebble) SetRenewalInfo(t testing.TB, cert *x509.Certificate, start, end time.Time) {
+	t.Helper()
+	ari, err := json.Marshal(map[string]any{"suggestedWindow": map[string]time.Time{"start": start, "end": end}})
+	require.NoError(t, err)
+	body, err := json.Marshal(map[string]string{
+		"Certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})),
+		"ARIResponse": string(ari),
+	})
+	require.NoError(t, err)
+	url := p.ManagementURL + "/set-renewal-info/"
+	resp, err := p.HTTPClient().Post(url, "application/json", bytes.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "set-renewal-info: %s", msg)
+}

@@ -1,0 +1,110 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-acme/lego/v4/challenge/dns01"
+	"golang.org/x/sync/errgroup"
+)
+
+// Run serves the configured challenge responders and keeps every certificate valid
+// until ctx ends; it returns nil then, or the first listener error. In-flight orders
+// are aborted (their HTTP requests carry ctx) and waited for before Run returns.
+func (m *Manager) Run(ctx context.Context) error {
+	m.setResolvers()
+	g, gctx := errgroup.WithContext(ctx)
+	if err := m.serveHTTP01(gctx, g); err != nil {
+		return err
+	}
+	if err := m.serveALPN(gctx, g); err != nil {
+		return err
+	}
+	for _, st := range m.certs {
+		g.Go(func() error {
+			m.loop(gctx, st)
+			return nil
+		})
+	}
+	err := g.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// setResolvers points lego's process-wide DNS resolver list at the configured ones;
+// doing it once here, before any order, keeps concurrent orders from racing on it.
+func (m *Manager) setResolvers() {
+	for _, spec := range m.cfg.Certificates {
+		if r := spec.Solver.DNS.Resolvers; spec.Solver.Type == DNS01 && len(r) > 0 {
+			_ = dns01.AddRecursiveNameservers(r)(nil)
+			return
+		}
+	}
+}
+
+// loop steps one certificate until ctx ends, sleeping on the injected clock.
+func (m *Manager) loop(ctx context.Context, st *certState) {
+	for ctx.Err() == nil {
+		next := m.step(ctx, st)
+		d := next.Sub(m.cfg.Clock.Now())
+		if d <= 0 {
+			continue
+		}
+		t := m.cfg.Clock.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+	}
+}
+
+func (m *Manager) serveHTTP01(ctx context.Context, g *errgroup.Group) error {
+	if m.cfg.HTTP01Addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", m.cfg.HTTP01Addr)
+	if err != nil {
+		return fmt.Errorf("edge: http-01 listener: %w", err)
+	}
+	srv := &http.Server{Handler: m.http01, ReadHeaderTimeout: 10 * time.Second}
+	serve(ctx, g, func() error { return srv.Serve(ln) }, srv.Close)
+	return nil
+}
+
+func (m *Manager) serveALPN(ctx context.Context, g *errgroup.Group) error {
+	if m.cfg.TLSALPN01Addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", m.cfg.TLSALPN01Addr)
+	if err != nil {
+		return fmt.Errorf("edge: tls-alpn-01 listener: %w", err)
+	}
+	// The handshake is the whole answer; the server never needs to read a request.
+	srv := &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: 10 * time.Second}
+	tl := tls.NewListener(ln, m.alpn.tlsConfig())
+	serve(ctx, g, func() error { return srv.Serve(tl) }, srv.Close)
+	return nil
+}
+
+// serve runs a server in g and closes it when ctx ends.
+func serve(ctx context.Context, g *errgroup.Group, run func() error, stop func() error) {
+	g.Go(func() error {
+		if err := run(); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("edge: serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		return stop()
+	})
+}

@@ -1,0 +1,125 @@
+package edge
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// File names inside Dir/<name>/, the data keys of a kubernetes.io/tls Secret.
+const (
+	FileCert = "tls.crt"
+	FileKey  = "tls.key"
+	FileCA   = "ca.crt"
+)
+
+// Served is what to serve for an edge certificate name right now.
+type Served struct {
+	Name string
+	// CertPEM is the leaf followed by its chain.
+	CertPEM []byte
+	KeyPEM  []byte
+	// CAPEM is the issuing CA as the ACME server returned it (may be empty).
+	CAPEM    []byte
+	NotAfter time.Time
+	leaf     *x509.Certificate
+}
+
+// Leaf returns the parsed leaf certificate.
+func (s Served) Leaf() *x509.Certificate { return s.leaf }
+
+// certStore keeps certificates as files. Writes are atomic per file (write, fsync,
+// rename); a crash between the renames can leave a key that does not match the
+// certificate, which loadCert detects and treats as missing, so the name is re-issued.
+type certStore struct{ dir string }
+
+func (s certStore) certDir(name string) string { return filepath.Join(s.dir, name) }
+
+// loadCert reads and checks the stored certificate of name. A missing file yields an
+// error wrapping both ErrNoCertificate and fs.ErrNotExist.
+func (s certStore) loadCert(name string) (Served, error) {
+	dir := s.certDir(name)
+	certPEM, err := os.ReadFile(filepath.Join(dir, FileCert))
+	if err != nil {
+		return Served{}, fmt.Errorf("%w: %s: %w", ErrNoCertificate, name, err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, FileKey))
+	if err != nil {
+		return Served{}, fmt.Errorf("%w: %s: %w", ErrNoCertificate, name, err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, FileCA))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Served{}, fmt.Errorf("%w: %s: %w", ErrNoCertificate, name, err)
+	}
+	return parseServed(name, certPEM, keyPEM, caPEM)
+}
+
+// parseServed checks that the key matches the leaf and fills in the parsed fields.
+func parseServed(name string, certPEM, keyPEM, caPEM []byte) (Served, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return Served{}, fmt.Errorf("%w: %s: %w", ErrNoCertificate, name, err)
+	}
+	return Served{
+		Name: name, CertPEM: certPEM, KeyPEM: keyPEM, CAPEM: caPEM,
+		NotAfter: pair.Leaf.NotAfter, leaf: pair.Leaf,
+	}, nil
+}
+
+// saveCert writes the three files of s, the key with mode 0600.
+func (s certStore) saveCert(sv Served) error {
+	dir := s.certDir(sv.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("edge: store %s: %w", sv.Name, err)
+	}
+	files := []struct {
+		name string
+		data []byte
+		mode fs.FileMode
+	}{
+		{FileCA, sv.CAPEM, 0o644},
+		{FileKey, sv.KeyPEM, 0o600},
+		{FileCert, sv.CertPEM, 0o644},
+	}
+	for _, f := range files {
+		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			return fmt.Errorf("edge: store %s: %w", sv.Name, err)
+		}
+	}
+	return nil
+}
+
+// writeAtomic replaces path with data so that readers see the old or the new content,
+// never a mix.
+func writeAtomic(path string, data []byte, mode fs.FileMode) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	if err = tmp.Chmod(mode); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if _, err = tmp.Write(data); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err = tmp.Sync(); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err = tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
