@@ -24,6 +24,7 @@ type edgeFlags struct {
 	domains    string
 	http01Addr string
 	solver     string
+	profile    string
 }
 
 func (e *edgeFlags) register(fs *flag.FlagSet) {
@@ -34,6 +35,7 @@ func (e *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&e.domains, "edge-domain", "", "comma-separated host names; each gets a certificate named after it")
 	fs.StringVar(&e.http01Addr, "http01-addr", "127.0.0.1:5002", "where the built-in HTTP-01 responder listens")
 	fs.StringVar(&e.solver, "acme-solver", "http-01", "challenge for --edge-domain certificates: http-01 or tls-alpn-01")
+	fs.StringVar(&e.profile, "acme-profile", "", "certificate profile to request, where the ACME CA offers profiles")
 }
 
 // config builds the edge configuration, or returns ok=false when nothing
@@ -79,7 +81,7 @@ func (e *edgeFlags) addFlagCertificates(cfg *edge.Config) error {
 	case "production":
 		dir = edge.LetsEncryptProduction
 	}
-	iss := edge.IssuerConfig{DirectoryURL: dir, Email: e.email}
+	iss := edge.IssuerConfig{DirectoryURL: dir, Email: e.email, Profile: e.profile}
 	if e.caBundle != "" {
 		b, err := os.ReadFile(e.caBundle)
 		if err != nil {

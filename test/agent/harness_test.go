@@ -46,19 +46,23 @@ const (
 	uidNoReg = 4003
 )
 
-func registrations(t *testing.T) string {
+func registrations(t *testing.T, runnerExtra ...string) string {
 	t.Helper()
+	extra := ""
+	for _, l := range runnerExtra {
+		extra += "\n    " + l
+	}
 	p := filepath.Join(t.TempDir(), "regs.yaml")
 	require.NoError(t, os.WriteFile(p, []byte(fmt.Sprintf(`trustDomain: example.org
 workloads:
   - spiffeID: spiffe://example.org/test/runner
-    uid: %d
+    uid: %d%s
   - spiffeID: spiffe://example.org/ns/default/sa/web
     uid: %d
     dnsNames: [web.default.svc]
   - spiffeID: spiffe://example.org/ns/default/sa/db
     uid: %d
-`, os.Getuid(), uidWeb, uidDB)), 0o644))
+`, os.Getuid(), extra, uidWeb, uidDB)), 0o644))
 	return p
 }
 
@@ -83,7 +87,12 @@ func stateDir(t *testing.T) string {
 
 func startDev(t *testing.T, dir string, extra ...string) *dev {
 	t.Helper()
-	args := append([]string{"dev", "--dir", dir, "--trust-domain", "example.org", "--registrations", registrations(t), "--listen", "127.0.0.1:0"}, extra...)
+	return startDevWith(t, dir, registrations(t), extra...)
+}
+
+func startDevWith(t *testing.T, dir, regs string, extra ...string) *dev {
+	t.Helper()
+	args := append([]string{"dev", "--dir", dir, "--trust-domain", "example.org", "--registrations", regs, "--listen", "127.0.0.1:0"}, extra...)
 	cmd := exec.Command(bin.certmesh, args...)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
