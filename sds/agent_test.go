@@ -45,7 +45,7 @@ type caServer struct {
 	done   chan error
 }
 
-func startCA(t *testing.T, dir, addr string) *caServer {
+func startCA(t testing.TB, dir, addr string) *caServer {
 	t.Helper()
 	regs, err := identity.ParseRegistrations([]byte(regsYAML), "regs.yaml")
 	require.NoError(t, err)

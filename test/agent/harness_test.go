@@ -46,7 +46,7 @@ const (
 	uidNoReg = 4003
 )
 
-func registrations(t *testing.T, runnerExtra ...string) string {
+func registrations(t testing.TB, runnerExtra ...string) string {
 	t.Helper()
 	extra := ""
 	for _, l := range runnerExtra {
@@ -76,7 +76,7 @@ type dev struct {
 }
 
 // stateDir is a directory other uids can traverse, so they reach the socket.
-func stateDir(t *testing.T) string {
+func stateDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", "certmesh-dev-")
 	require.NoError(t, err)
@@ -85,12 +85,12 @@ func stateDir(t *testing.T) string {
 	return d
 }
 
-func startDev(t *testing.T, dir string, extra ...string) *dev {
+func startDev(t testing.TB, dir string, extra ...string) *dev {
 	t.Helper()
 	return startDevWith(t, dir, registrations(t), extra...)
 }
 
-func startDevWith(t *testing.T, dir, regs string, extra ...string) *dev {
+func startDevWith(t testing.TB, dir, regs string, extra ...string) *dev {
 	t.Helper()
 	args := append([]string{"dev", "--dir", dir, "--trust-domain", "example.org", "--registrations", regs, "--listen", "127.0.0.1:0"}, extra...)
 	cmd := exec.Command(bin.certmesh, args...)
@@ -125,7 +125,7 @@ func startDevWith(t *testing.T, dir, regs string, extra ...string) *dev {
 }
 
 // stop sends SIGINT (Ctrl-C) and expects a clean exit.
-func (d *dev) stop(t *testing.T) {
+func (d *dev) stop(t testing.TB) {
 	if d.cmd.ProcessState != nil || d.cmd.Process == nil {
 		return
 	}
