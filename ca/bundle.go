@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
 	"time"
@@ -83,7 +84,8 @@ func (c *CA) Rotate() (AuthorityState, error) {
 func (c *CA) Advance() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	next, changed := c.state.Advance(c.cfg.Clock.Now(), c.policy)
+	now := c.cfg.Clock.Now()
+	next, changed := c.state.AdvanceWhen(now, c.policy, c.gateOpen(now))
 	if !changed {
 		return nil
 	}
@@ -124,6 +126,9 @@ func (c *CA) Run(ctx context.Context) error {
 				wait = max(d, 0)
 			}
 		}
+		if c.held {
+			wait = gatePoll
+		}
 		c.mu.Unlock()
 		t := c.cfg.Clock.NewTimer(wait)
 		select {
@@ -137,3 +142,19 @@ func (c *CA) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// BundleDigest identifies a set of roots: SHA-256 over their concatenated
+// DER, in order — the Workload API's own encoding of an X.509 bundle. Agents
+// and the CA compare digests to know who holds which bundle.
+func BundleDigest(roots []*x509.Certificate) [32]byte {
+	h := sha256.New()
+	for _, r := range roots {
+		h.Write(r.Raw)
+	}
+	var d [32]byte
+	copy(d[:], h.Sum(nil))
+	return d
+}
+
+// DigestDER is BundleDigest of roots already concatenated as DER.
+func DigestDER(der []byte) [32]byte { return sha256.Sum256(der) }

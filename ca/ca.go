@@ -67,7 +67,10 @@ type CA struct {
 	state       RotationState
 	authorities map[string]*Authority
 
-	jwt     *jwtAuthority
+	jwt     atomic.Pointer[jwtAuthority] // replaced by Restore
+	gate    RotationGate
+	lagging int  // watchers behind the bundle, as of the last gate check
+	held    bool // a due switch is being held by the gate
 	active  atomic.Pointer[Authority]
 	bundle  atomic.Pointer[bundleSnapshot]
 	watchMu sync.Mutex
@@ -232,10 +235,14 @@ func (c *CA) TrustDomain() spiffeid.TrustDomain { return c.cfg.TrustDomain }
 
 // Status describes the CA for `certmesh ca inspect` and `certmesh status`.
 type Status struct {
-	TrustDomain string           `json:"trustDomain"`
-	Phase       string           `json:"phase"`
-	Authorities []AuthorityInfo  `json:"authorities"`
-	NextEvent   time.Time        `json:"nextEvent,omitzero"`
+	TrustDomain string          `json:"trustDomain"`
+	Phase       string          `json:"phase"`
+	Authorities []AuthorityInfo `json:"authorities"`
+	NextEvent   time.Time       `json:"nextEvent,omitzero"`
+	// Lagging counts watchers (SDS streams, Workload API streams, agents)
+	// that do not hold the current bundle yet; a due switch waits for 0.
+	Lagging     int              `json:"watchersLagging"`
+	WaitingGate bool             `json:"waitingForWatchers,omitempty"`
 	State       []AuthorityState `json:"-"`
 }
 
@@ -252,7 +259,8 @@ type AuthorityInfo struct {
 func (c *CA) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{TrustDomain: c.cfg.TrustDomain.Name(), Phase: c.state.CurrentPhase(), NextEvent: c.state.NextEvent(), State: c.state.clone().Authorities}
+	st := Status{TrustDomain: c.cfg.TrustDomain.Name(), Phase: c.state.CurrentPhase(), NextEvent: c.state.NextEvent(),
+		State: c.state.clone().Authorities, Lagging: c.lagging, WaitingGate: c.held}
 	for _, s := range c.state.Authorities {
 		a := c.authorities[s.ID]
 		st.Authorities = append(st.Authorities, AuthorityInfo{

@@ -73,13 +73,14 @@ func (c *CA) loadOrCreateJWTKey() error {
 	if err != nil {
 		return fmt.Errorf("ca: JWT signer: %w", err)
 	}
-	c.jwt = &jwtAuthority{kid: kid, key: key, signer: signer}
+	c.jwt.Store(&jwtAuthority{kid: kid, key: key, signer: signer})
 	return nil
 }
 
 // JWTBundle is the JWT trust bundle: the public keys JWT-SVIDs are signed with.
 func (c *CA) JWTBundle() *jwtbundle.Bundle {
-	return jwtbundle.FromJWTAuthorities(c.cfg.TrustDomain, map[string]crypto.PublicKey{c.jwt.kid: c.jwt.key.Public()})
+	j := c.jwt.Load()
+	return jwtbundle.FromJWTAuthorities(c.cfg.TrustDomain, map[string]crypto.PublicKey{j.kid: j.key.Public()})
 }
 
 // JWTParams is one JWT-SVID to sign.
@@ -119,7 +120,7 @@ func (c *CA) SignJWT(p JWTParams) (string, time.Time, error) {
 		Expiry:   jwt.NewNumericDate(exp),
 		IssuedAt: jwt.NewNumericDate(now),
 	}
-	token, err := jwt.Signed(c.jwt.signer).Claims(claims).Serialize()
+	token, err := jwt.Signed(c.jwt.Load().signer).Claims(claims).Serialize()
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("ca: sign JWT: %w", err)
 	}

@@ -106,9 +106,16 @@ func (s RotationState) Prepare(now time.Time, id string, p RotationPolicy) (Rota
 // Advance applies every step that is due at now and reports whether anything
 // changed. It is a pure function: the caller persists the result.
 func (s RotationState) Advance(now time.Time, p RotationPolicy) (RotationState, bool) {
+	return s.AdvanceWhen(now, p, true)
+}
+
+// AdvanceWhen is Advance with the switch to a prepared root allowed only
+// when switchAllowed (every watcher holds the new root); retirement of an
+// old root depends on time alone.
+func (s RotationState) AdvanceWhen(now time.Time, p RotationPolicy, switchAllowed bool) (RotationState, bool) {
 	out := s.clone()
 	changed := false
-	if prep, ok := out.Prepared(); ok && !now.Before(prep.ActivateAt) {
+	if prep, ok := out.Prepared(); ok && switchAllowed && !now.Before(prep.ActivateAt) {
 		for i := range out.Authorities {
 			a := &out.Authorities[i]
 			switch {

@@ -111,3 +111,23 @@ func TestBundleChangedFiresOnRotation(t *testing.T) {
 		t.Fatal("did not fire on rotation")
 	}
 }
+
+func TestRotationWaitsForWatchers(t *testing.T) {
+	c := catest.New(t, "example.org", func(cfg *ca.Config) { cfg.RotationOverlap = time.Hour })
+	open, lag := false, 3
+	c.SetRotationGate(func() (bool, int) { return open, lag })
+	_, err := c.Rotate()
+	require.NoError(t, err)
+	c.Clock.Step(2 * time.Hour)
+	require.NoError(t, c.Advance())
+	st := c.Status()
+	require.Equal(t, "prepared", st.Phase, "no switch while watchers lag")
+	require.Equal(t, 3, st.Lagging)
+	require.True(t, st.WaitingGate)
+
+	open, lag = true, 0
+	require.NoError(t, c.Advance())
+	st = c.Status()
+	require.Equal(t, "retiring", st.Phase, "switched once every watcher holds the new root")
+	require.False(t, st.WaitingGate)
+}

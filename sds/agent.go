@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -95,6 +96,10 @@ type Agent struct {
 	jwtBundle atomic.Pointer[jwtbundle.Bundle]
 
 	jwts jwtCache
+	// acks tracks which bundle each local watcher holds; instance names
+	// this agent process in its reports to the CA.
+	acks     *watcherAcks
+	instance string
 
 	mu    sync.RWMutex
 	own   *x509svid.SVID
@@ -126,7 +131,12 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, svids: map[spiffeid.ID]*x509svid.SVID{}, changed: make(chan struct{}), ready: make(chan struct{}), metrics: newMetrics(cfg.Registerer)}
+	inst := make([]byte, 8)
+	if _, err := io.ReadFull(cfg.Rand, inst); err != nil {
+		return nil, fmt.Errorf("sds: instance id: %w", err)
+	}
+	a := &Agent{cfg: cfg, svids: map[spiffeid.ID]*x509svid.SVID{}, changed: make(chan struct{}), ready: make(chan struct{}),
+		metrics: newMetrics(cfg.Registerer), acks: newWatcherAcks(), instance: hex.EncodeToString(inst)}
 	a.bundle.Store(x509bundle.FromX509Authorities(cfg.TrustDomain, cfg.TrustBundle))
 	a.jwtBundle.Store(jwtbundle.New(cfg.TrustDomain))
 	client, err := newCAClient(cfg.ServerAddr, cfg.TrustDomain, bundleSource{a})
@@ -142,6 +152,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.client.close()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { a.watchBundles(ctx); return nil })
+	g.Go(func() error { a.reportAcks(ctx); return nil })
 	g.Go(func() error { a.maintain(ctx, a.ownSlot()); return nil })
 	for _, id := range a.cfg.Workloads {
 		g.Go(func() error { a.maintain(ctx, a.workloadSlot(id)); return nil })

@@ -45,11 +45,15 @@ type caServer struct {
 	done   chan error
 }
 
-func startCA(t testing.TB, dir, addr string) *caServer {
+func startCA(t testing.TB, dir, addr string, opts ...func(*server.Config)) *caServer {
 	t.Helper()
 	regs, err := identity.ParseRegistrations([]byte(regsYAML), "regs.yaml")
 	require.NoError(t, err)
-	srv, err := server.New(server.Config{Dir: dir, TrustDomain: td, Registrations: regs, Listen: addr})
+	cfg := server.Config{Dir: dir, TrustDomain: td, Registrations: regs, Listen: addr}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := server.New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &caServer{Server: srv, dir: dir, addr: srv.Addr(), cancel: cancel, done: make(chan error, 1)}

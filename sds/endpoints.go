@@ -51,11 +51,13 @@ func ServeEndpoints(ctx context.Context, cfg EndpointsConfig) error {
 	if err != nil {
 		return err
 	}
-	sdsHandler, err := envoy.New(envoy.Config{Source: cfg.Agent, Attestor: cfg.Attestor, Logger: cfg.Logger, Metrics: envoyMetrics})
+	sdsHandler, err := envoy.New(envoy.Config{Source: cfg.Agent, Attestor: cfg.Attestor, Logger: cfg.Logger, Metrics: envoyMetrics,
+		Acks: scopedAcks{cfg.Agent.acks, "envoy"}})
 	if err != nil {
 		return err
 	}
-	wlHandler, err := workload.New(workload.Config{Source: cfg.Agent, Attestor: cfg.Attestor, Logger: cfg.Logger, Metrics: workload.NewMetrics(cfg.Registerer), Clock: cfg.Clock})
+	wlHandler, err := workload.New(workload.Config{Source: cfg.Agent, Attestor: cfg.Attestor, Logger: cfg.Logger,
+		Metrics: workload.NewMetrics(cfg.Registerer), Clock: cfg.Clock, Acks: scopedAcks{cfg.Agent.acks, "workload"}})
 	if err != nil {
 		return err
 	}

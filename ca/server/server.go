@@ -59,7 +59,11 @@ type Server struct {
 	grpc   *grpc.Server
 
 	agentAPI *service.AgentAPI
+	acks     *service.AckRegistry
 }
+
+// Acks is the registry of agents' bundle acknowledgements (the rotation gate).
+func (s *Server) Acks() *service.AckRegistry { return s.acks }
 
 // New takes the state directory's lock, opens (or creates) the CA and binds
 // the gRPC listener, so that a second server on the same directory or port
@@ -91,6 +95,11 @@ func New(cfg Config) (_ *Server, err error) {
 	caCfg.Dir, caCfg.TrustDomain, caCfg.Clock, caCfg.Logger = filepath.Join(cfg.Dir, "ca"), cfg.TrustDomain, cfg.Clock, cfg.Logger
 	if s.CA, err = ca.New(caCfg); err != nil {
 		return nil, err
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(newCACollector(s.CA)); err != nil {
+			return nil, fmt.Errorf("server: metrics: %w", err)
+		}
 	}
 	s.Tokens, err = identity.NewJoinTokens(identity.JoinTokensConfig{
 		TrustDomain: cfg.TrustDomain, Clock: cfg.Clock,
@@ -133,6 +142,9 @@ func (s *Server) buildGRPC() error {
 	svc.Register(s.grpc)
 	s.agentAPI = svc.NewAgentAPI(s.CA)
 	s.agentAPI.Register(s.grpc)
+	s.acks = svc.NewAckRegistry()
+	s.acks.Register(s.grpc)
+	s.CA.SetRotationGate(func() (bool, int) { return s.acks.Gate(ca.BundleDigest(s.CA.Roots())) })
 	return nil
 }
 

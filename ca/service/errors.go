@@ -28,6 +28,8 @@ var (
 	errTokenTooLarge       = errors.New("service: bearer token too large")
 	errBadClientSVID       = errors.New("service: client certificate is not a valid SVID of this trust domain")
 	errExpiredSVID         = errors.New("service: client SVID has expired")
+	errBadAckReport        = errors.New("service: malformed bundle acknowledgement report")
+	errTooManyAgents       = errors.New("service: too many agents reporting")
 	errForeignTrustDomain  = errors.New("service: foreign trust domain")
 	errImpersonationDenied = errors.New("service: caller may not request another identity")
 	errBadImpersonation    = errors.New("service: ImpersonatedIdentity is not a SPIFFE ID")
@@ -68,6 +70,8 @@ var refusals = []refusal{
 	{ca.ErrForeignID, codes.PermissionDenied, "foreign_id"},
 	{ca.ErrJWTAudience, codes.InvalidArgument, "jwt_audience"},
 	{ca.ErrAuthorityExpired, codes.Unavailable, "authority_expired"},
+	{errBadAckReport, codes.InvalidArgument, "bad_ack_report"},
+	{errTooManyAgents, codes.ResourceExhausted, "too_many_agents"},
 	{errUnauthenticated, codes.Unauthenticated, "unauthenticated"},
 }
 

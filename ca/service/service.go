@@ -108,10 +108,12 @@ func (s *Service) CreateCertificate(ctx context.Context, req *pb.IstioCertificat
 	if err != nil {
 		return nil, s.refuse(ctx, err)
 	}
+	start := s.cfg.Clock.Now()
 	leaf, err := s.cfg.CA.Sign(params)
 	if err != nil {
 		return nil, s.refuse(ctx, err)
 	}
+	s.cfg.Metrics.signing.Observe(s.cfg.Clock.Since(start).Seconds())
 	s.cfg.Metrics.issued.WithLabelValues(caller.Attestor).Inc()
 	s.cfg.Logger.Debug("issued SVID", attrID, grant.ID.String(), attrAttestor, caller.Attestor, "not_after", leaf.NotAfter)
 	out := make([]string, len(leaf.Chain))

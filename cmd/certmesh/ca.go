@@ -145,6 +145,9 @@ func printStatus(out io.Writer, st ca.Status) error {
 	if !st.NextEvent.IsZero() {
 		fmt.Fprintf(out, "next step:    %s\n", st.NextEvent.Format(time.RFC3339))
 	}
+	if st.WaitingGate || st.Lagging > 0 {
+		fmt.Fprintf(out, "waiting:      %d watchers do not hold the new root yet; signing switches when none lag\n", st.Lagging)
+	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "AUTHORITY\tPHASE\tROOT NOT AFTER\tINTERMEDIATE NOT AFTER\tROOT")
 	for _, a := range st.Authorities {

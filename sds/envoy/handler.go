@@ -60,6 +60,8 @@ type Config struct {
 	Metrics *Metrics
 	// MaxResourceNames defaults to DefaultMaxResourceNames.
 	MaxResourceNames int
+	// Acks, if set, learns which bundle each stream's Envoy accepted.
+	Acks BundleAcks
 }
 
 // Handler implements envoy.service.secret.v3.SecretDiscoveryService. It keeps
@@ -74,6 +76,7 @@ type Handler struct {
 	metrics  *Metrics
 	maxNames int
 	cache    encodeCache
+	acks     BundleAcks
 }
 
 var _ secretv3.SecretDiscoveryServiceServer = (*Handler)(nil)
@@ -90,7 +93,10 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.MaxResourceNames < 0 {
 		return nil, fmt.Errorf("envoy: config: MaxResourceNames %d is negative", cfg.MaxResourceNames)
 	}
-	h := &Handler{src: cfg.Source, attestor: cfg.Attestor, log: cfg.Logger, metrics: cfg.Metrics, maxNames: cfg.MaxResourceNames}
+	if cfg.Acks == nil {
+		cfg.Acks = noAcks{}
+	}
+	h := &Handler{src: cfg.Source, attestor: cfg.Attestor, log: cfg.Logger, metrics: cfg.Metrics, maxNames: cfg.MaxResourceNames, acks: cfg.Acks}
 	if h.log == nil {
 		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -65,6 +66,8 @@ type item struct {
 	name   string
 	any    *anypb.Any
 	digest [sha256.Size]byte
+	// bundle is set on trust bundle resources, to track what Envoy accepted.
+	bundle *x509bundle.Bundle
 }
 
 // classify decides what name means for the caller. It is a pure function so

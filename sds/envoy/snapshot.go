@@ -35,6 +35,7 @@ func (h *Handler) lookup(r resource, ident identity.Identity) (item, bool, error
 			return item{}, false, nil
 		}
 		it, err := h.cache.get(gen, cacheKey{r.name, r.kind, b}, func() (item, error) { return bundleItem(r.name, b) })
+		it.bundle = b
 		return it, err == nil, err
 	case kindEdge:
 		cert, key, ok := h.src.EdgeCertificate(r.name)

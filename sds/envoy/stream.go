@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+
 	"github.com/certmesh/certmesh/identity"
 )
 
@@ -37,6 +39,10 @@ type stream struct {
 	// sent holds the digest of what was last sent per name, so a change
 	// that leaves this stream's bytes alone sends nothing.
 	sent map[string][sha256.Size]byte
+	// id names the stream to the BundleAcks; pendingBundle is the bundle
+	// of the last response, recorded once Envoy ACKs it.
+	id            uint64
+	pendingBundle *x509bundle.Bundle
 }
 
 // StreamSecrets serves one Envoy SDS stream: attest the caller, then loop
@@ -51,7 +57,8 @@ func (h *Handler) StreamSecrets(srv secretv3.SecretDiscoveryService_StreamSecret
 	h.metrics.streamsOpen.Inc()
 	defer h.metrics.streamsOpen.Dec()
 
-	s := &stream{h: h, srv: srv, ident: ident, log: h.log.With(attrSPIFFEID, ident.ID.String()), sent: map[string][sha256.Size]byte{}}
+	s := &stream{h: h, srv: srv, ident: ident, log: h.log.With(attrSPIFFEID, ident.ID.String()), sent: map[string][sha256.Size]byte{}, id: streamIDs.Add(1)}
+	defer h.acks.StreamGone(s.id)
 	reqs := make(chan *discoveryv3.DiscoveryRequest)
 	recvErr := make(chan error, 1)
 	go receive(srv, reqs, recvErr)
@@ -121,6 +128,8 @@ func (s *stream) onRequest(ctx context.Context, req *discoveryv3.DiscoveryReques
 	}
 	if req.GetErrorDetail() != nil {
 		s.onNACK(ctx, req)
+	} else if s.nonce != "" {
+		s.onACK()
 	}
 	names := normalize(req.GetResourceNames())
 	if s.nonce != "" && slices.Equal(names, s.names) {
@@ -171,6 +180,7 @@ func (s *stream) push(force bool) error {
 		s.sent[it.name] = it.digest
 	}
 	s.nonce = resp.GetNonce()
+	s.pendingBundle = bundleOf(items)
 	s.h.metrics.pushes.Inc()
 	s.log.DebugContext(s.srv.Context(), "envoy: pushed secrets", attrVersion, resp.GetVersionInfo(), attrCount, len(items))
 	return nil

@@ -57,6 +57,8 @@ type Config struct {
 	Metrics *Metrics
 	// Clock checks JWT-SVID expiry in ValidateJWTSVID; default: real.
 	Clock clock.PassiveClock
+	// Acks, if set, learns which bundle each X.509 stream holds.
+	Acks BundleAcks
 }
 
 // Errors returned by New for an incomplete Config.
@@ -75,6 +77,7 @@ type Handler struct {
 	log     *slog.Logger
 	metrics *Metrics
 	clock   clock.PassiveClock
+	acks    BundleAcks
 }
 
 var _ workloadpb.SpiffeWorkloadAPIServer = (*Handler)(nil)
@@ -97,12 +100,16 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
+	if cfg.Acks == nil {
+		cfg.Acks = noAcks{}
+	}
 	return &Handler{
 		src:     cfg.Source,
 		att:     cfg.Attestor,
 		log:     cfg.Logger,
 		metrics: cfg.Metrics,
 		clock:   cfg.Clock,
+		acks:    cfg.Acks,
 	}, nil
 }
 

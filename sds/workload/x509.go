@@ -19,7 +19,9 @@ func (h *Handler) FetchX509SVID(_ *workloadpb.X509SVIDRequest, stream grpc.Serve
 		return err
 	}
 	build := func() (*workloadpb.X509SVIDResponse, bool, error) { return h.x509SVIDResponse(id.ID) }
-	return watch(ctx, h, methodX509SVID, build, stream.Send)
+	sid := streamIDs.Add(1)
+	defer h.acks.StreamGone(sid)
+	return watch(ctx, h, methodX509SVID, build, h.trackSVIDs(sid, stream.Send))
 }
 
 // FetchX509Bundles streams the trust bundle, keyed by trust domain ID, and a
@@ -29,7 +31,9 @@ func (h *Handler) FetchX509Bundles(_ *workloadpb.X509BundlesRequest, stream grpc
 	if _, err := h.authorize(ctx, methodX509Bundles); err != nil {
 		return err
 	}
-	return watch(ctx, h, methodX509Bundles, h.x509BundlesResponse, stream.Send)
+	sid := streamIDs.Add(1)
+	defer h.acks.StreamGone(sid)
+	return watch(ctx, h, methodX509Bundles, h.x509BundlesResponse, h.trackBundles(sid, stream.Send))
 }
 
 // x509SVIDResponse builds the caller's message, or false while its SVID or
