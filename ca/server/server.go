@@ -138,7 +138,7 @@ func (s *Server) buildGRPC() error {
 			sc.DNSNames = append(sc.DNSNames, host)
 		}
 	}
-	s.grpc = service.NewGRPCServer(svc.TransportCredentials(sc.ServerTLSConfig()))
+	s.grpc = service.NewGRPCServer(svc.TransportCredentials(sc.ServerTLSConfig()), grpc.UnaryInterceptor(svc.UnaryShedder()))
 	svc.Register(s.grpc)
 	s.agentAPI = svc.NewAgentAPI(s.CA)
 	s.agentAPI.Register(s.grpc)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -58,12 +59,16 @@ type Config struct {
 	Metrics  *Metrics
 	Logger   *slog.Logger
 	Clock    clock.PassiveClock
+	// MaxInFlight and QueueWait bound concurrent signing (load shedding).
+	MaxInFlight int
+	QueueWait   time.Duration
 }
 
 // Service implements IstioCertificateService.
 type Service struct {
 	pb.UnimplementedIstioCertificateServiceServer
-	cfg Config
+	cfg   Config
+	limit *limiter
 }
 
 // New checks cfg and fills defaults.
@@ -83,7 +88,13 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Service{cfg: cfg}, nil
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.QueueWait <= 0 {
+		cfg.QueueWait = DefaultQueueWait
+	}
+	return &Service{cfg: cfg, limit: newLimiter(cfg.MaxInFlight, cfg.QueueWait)}, nil
 }
 
 // Register adds the service to a gRPC server.

@@ -9,9 +9,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,7 +53,9 @@ type fixture struct {
 	addr    string
 }
 
-func newFixture(t testing.TB) *fixture {
+func newFixture(t testing.TB) *fixture { return newFixtureWith(t) }
+
+func newFixtureWith(t testing.TB, opts ...func(*service.Config)) *fixture {
 	t.Helper()
 	c := catest.New(t, "example.org")
 	regs, err := identity.ParseRegistrations([]byte(registrations), "registrations.yaml")
@@ -58,10 +63,14 @@ func newFixture(t testing.TB) *fixture {
 	tokens, err := identity.NewJoinTokens(identity.JoinTokensConfig{TrustDomain: c.TrustDomain(), Clock: c.Clock})
 	require.NoError(t, err)
 	m := service.NewMetrics(nil)
-	svc, err := service.New(service.Config{CA: c, Attestor: identity.Chain{tokens}, Registry: regs, Metrics: m, Clock: c.Clock})
+	cfg := service.Config{CA: c, Attestor: identity.Chain{tokens}, Registry: regs, Metrics: m, Clock: c.Clock}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc, err := service.New(cfg)
 	require.NoError(t, err)
 	sc := &service.ServingCert{CA: c.CA, DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, Clock: c.Clock}
-	g := service.NewGRPCServer(svc.TransportCredentials(sc.ServerTLSConfig()))
+	g := service.NewGRPCServer(svc.TransportCredentials(sc.ServerTLSConfig()), grpc.UnaryInterceptor(svc.UnaryShedder()))
 	svc.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -222,4 +231,42 @@ func TestOversizedMessageRefused(t *testing.T) {
 	f := newFixture(t)
 	_, err := f.dial(t, nil).CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: string(make([]byte, 2<<20))})
 	require.Equal(t, codes.ResourceExhausted, status.Code(err))
+}
+
+// TestStartStormIsShedNotFatal: with one signing slot and no queue, a burst
+// of requests gets ResourceExhausted with retry advice for those that do
+// not fit, and every caller that retries as advised gets its certificate.
+func TestStartStormIsShedNotFatal(t *testing.T) {
+	f := newFixtureWith(t, func(c *service.Config) { c.MaxInFlight, c.QueueWait = 1, time.Millisecond })
+	svid := f.ca.SVID(t, "spiffe://example.org/storm/client", time.Hour)
+	client := f.dial(t, svid)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	req := &pb.IstioCertificateRequest{Csr: csrPEM(t, key, "")}
+	const callers = 50
+	var shed atomic.Int64
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			for attempt := 0; attempt < 200; attempt++ {
+				var trailer metadata.MD
+				_, err := client.CreateCertificate(context.Background(), req, grpc.Trailer(&trailer))
+				if status.Code(err) != codes.ResourceExhausted {
+					errs <- err
+					return
+				}
+				shed.Add(1)
+				if got := trailer.Get(service.RetryAfterKey); len(got) != 1 || got[0] != "500" {
+					errs <- fmt.Errorf("shed without retry advice: %v", got)
+					return
+				}
+				time.Sleep(time.Duration(1+attempt%5) * time.Millisecond)
+			}
+			errs <- errors.New("still shed after 200 attempts")
+		}()
+	}
+	for range callers {
+		require.NoError(t, <-errs)
+	}
+	require.Positive(t, shed.Load(), "a burst beyond one slot must be shed")
+	require.Equal(t, float64(shed.Load()), testutil.ToFloat64(f.metrics.Refused("overloaded")))
 }
