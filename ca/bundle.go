@@ -130,12 +130,15 @@ func (c *CA) Run(ctx context.Context) error {
 			wait = gatePoll
 		}
 		c.mu.Unlock()
+		changed := c.BundleChanged()
 		t := c.cfg.Clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
 		case <-t.C():
+		case <-changed: // a rotation started: its schedule is new
+			t.Stop()
 		}
 		if err := c.Advance(); err != nil {
 			c.cfg.Logger.Error("CA rotation step failed; will retry", "error", err)

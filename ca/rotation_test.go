@@ -1,6 +1,7 @@
 package ca_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -130,4 +131,22 @@ func TestRotationWaitsForWatchers(t *testing.T) {
 	st = c.Status()
 	require.Equal(t, "retiring", st.Phase, "switched once every watcher holds the new root")
 	require.False(t, st.WaitingGate)
+}
+
+// TestRunWakesForANewRotation: a rotation started while Run sleeps is
+// switched at its overlap, not at Run's next routine check.
+func TestRunWakesForANewRotation(t *testing.T) {
+	c := catest.New(t, "example.org", func(cfg *ca.Config) { cfg.RotationOverlap = 5 * time.Second })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	require.Eventually(t, c.Clock.HasWaiters, 5*time.Second, time.Millisecond)
+	_, err := c.Rotate()
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		c.Clock.Step(time.Second)
+		return c.Status().Phase == "retiring"
+	}, 5*time.Second, 10*time.Millisecond, "switch within the overlap, not after Run's one-minute check")
+	require.Less(t, c.Clock.Now().Sub(catest.Epoch), 30*time.Second)
 }
