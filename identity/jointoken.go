@@ -62,6 +62,7 @@ type JoinTokens struct {
 
 	mu     sync.Mutex
 	tokens map[string]tokenRecord // keyed by hex SHA-256 of the token
+	commit groupCommit
 }
 
 var _ Attestor = (*JoinTokens)(nil)
@@ -145,11 +146,7 @@ func (j *JoinTokens) Attest(_ context.Context, cred Credential) (Identity, error
 	}
 	rec.Used = true
 	j.tokens[hash] = rec
-	if err := j.saveLocked(now); err != nil {
-		// Not persisted means not consumed: refuse rather than risk the
-		// token being redeemable again after a restart.
-		rec.Used = false
-		j.tokens[hash] = rec
+	if err := j.commitLocked(hash, now); err != nil {
 		return Identity{}, err
 	}
 	return Identity{ID: rec.ID, Attestor: AttestorJoinToken}, nil

@@ -77,13 +77,26 @@ func (j *JoinTokens) decodeRecord(p persistedRecord) (tokenRecord, error) {
 // saveLocked prunes long-expired records and persists the rest. j.mu must
 // be held.
 func (j *JoinTokens) saveLocked(now time.Time) error {
+	data, err := j.encodeLocked(now)
+	if err != nil || j.store == nil {
+		return err
+	}
+	if err := j.store.Save(data); err != nil {
+		return fmt.Errorf("identity: join tokens: save: %w", err)
+	}
+	return nil
+}
+
+// encodeLocked prunes long-expired records and encodes the rest (nil when
+// there is no store). j.mu must be held.
+func (j *JoinTokens) encodeLocked(now time.Time) ([]byte, error) {
 	for h, rec := range j.tokens {
 		if now.Sub(rec.ExpiresAt) > pruneAfter {
 			delete(j.tokens, h)
 		}
 	}
 	if j.store == nil {
-		return nil
+		return nil, nil
 	}
 	st := tokenState{Version: tokenStateVersion, Tokens: make([]persistedRecord, 0, len(j.tokens))}
 	for h, rec := range j.tokens {
@@ -91,10 +104,7 @@ func (j *JoinTokens) saveLocked(now time.Time) error {
 	}
 	data, err := json.Marshal(st)
 	if err != nil {
-		return fmt.Errorf("identity: join tokens: encode: %w", err)
+		return nil, fmt.Errorf("identity: join tokens: encode: %w", err)
 	}
-	if err := j.store.Save(data); err != nil {
-		return fmt.Errorf("identity: join tokens: save: %w", err)
-	}
-	return nil
+	return data, nil
 }
