@@ -6,7 +6,7 @@ FUZZTIME ?= 5s
 export CERTMESH_TOOLS := $(TOOLS)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build run test tools lint unit fuzz bench
+.PHONY: all build run test tools lint unit fuzz bench drill
 
 all: build
 
@@ -40,3 +40,9 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./ca/...
+
+# The reliability drills in full (a root rotation through retirement takes
+# about 8 minutes) and longer fuzzing; writes test/DRILLS.md.
+drill: tools
+	$(GO) test ./test/drills -count=1 -timeout 60m -v -drill.full -drill.report $(CURDIR)/test/DRILLS.md
+	$(MAKE) fuzz FUZZTIME=2m
