@@ -31,7 +31,7 @@ unit:
 	$(GO) test -count=1 -timeout 30m ./...
 
 # Each fuzz target runs briefly; `make fuzz FUZZTIME=5m` digs deeper.
-FUZZ_TARGETS = ./ca:FuzzParseCSR ./identity:FuzzParseRegistrations ./sds/workload:FuzzValidateJWTSVID ./edge/edgeconfig:FuzzParse
+FUZZ_TARGETS = ./ca:FuzzParseCSR ./identity:FuzzParseRegistrations ./sds/workload:FuzzValidateJWTSVID ./edge/edgeconfig:FuzzParse ./sds/envoy:FuzzDiscoveryRequest ./ca/service:FuzzBearerToken
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
