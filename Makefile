@@ -6,7 +6,7 @@ FUZZTIME ?= 5s
 export CERTMESH_TOOLS := $(TOOLS)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build run test tools lint unit fuzz bench drill
+.PHONY: all build run demo test tools lint unit alerts fuzz bench drill
 
 all: build
 
@@ -20,7 +20,7 @@ run: build
 tools:
 	bash test/tools/install.sh
 
-test: tools lint unit fuzz
+test: tools lint unit alerts fuzz
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -30,6 +30,11 @@ lint:
 unit:
 	$(GO) test -count=1 -timeout 30m ./...
 
+# The alert rules are checked with Prometheus' own parser, in a module of
+# its own so that Prometheus' dependencies stay out of certmesh's.
+alerts:
+	cd test/alerts && $(GO) test -count=1 ./...
+
 # Each fuzz target runs briefly; `make fuzz FUZZTIME=5m` digs deeper.
 FUZZ_TARGETS = ./ca:FuzzParseCSR ./identity:FuzzParseRegistrations ./sds/workload:FuzzValidateJWTSVID ./edge/edgeconfig:FuzzParse ./sds/envoy:FuzzDiscoveryRequest ./ca/service:FuzzBearerToken
 fuzz:
@@ -38,8 +43,15 @@ fuzz:
 	  $(GO) test $$pkg -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) >/dev/null || { $(GO) test $$pkg -run='^$$' -fuzz="^$$fn$$" -fuzztime=1x; exit 1; }; \
 	done
 
-bench:
-	$(GO) test -run='^$$' -bench=. -benchtime=2s ./ca/...
+# BENCHMARKS.md: every figure with its method and a baseline from the same run.
+bench: tools
+	$(GO) run ./test/bench -o BENCHMARKS.md
+
+# The encrypted chain on one machine (Pebble, certmesh dev, ghostunnel
+# proxies as two uids, a plain app); prints the curl line to paste. Needs root.
+demo: tools
+	$(GO) test -c -o bin/e2e.test ./test/e2e
+	./bin/e2e.test -test.run '^TestDemo$$' -test.timeout 0 -e2e.demo
 
 # The reliability drills in full (a root rotation through retirement takes
 # about 8 minutes) and longer fuzzing; writes test/DRILLS.md.

@@ -134,6 +134,11 @@ func newEdge(ef *edgeFlags, dir string, log *slog.Logger, cfg *server.Config) (*
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(edge.NewCollector(m.Status)); err != nil {
+			return nil, fmt.Errorf("edge metrics: %w", err)
+		}
+	}
 	cfg.StatusExtra = func() map[string]any { return map[string]any{"edge": m.Status()} }
 	return m, nil
 }

@@ -30,6 +30,7 @@ func commands() []command {
 		{"ca", "init | inspect | rotate | bundle: manage the CA of a state directory", runCA},
 		{"token", "create: make a one-time join token on a running server", runToken},
 		{"status", "show what a running server knows (certificates, CA, rotation)", runStatus},
+		{"diagnose", "explain why an edge certificate is not served: diagnose edge NAME", runDiagnose},
 		{"version", "print the version", func(_ context.Context, _ []string, out io.Writer) error {
 			_, err := fmt.Fprintln(out, "certmesh", version)
 			return err

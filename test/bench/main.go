@@ -1,0 +1,141 @@
+// Command bench runs certmesh's benchmarks and the end-to-end latency
+// measurement, and writes BENCHMARKS.md: every figure with its method and the
+// baseline measured in the same run. `make bench` runs it from the repository
+// root:
+//
+//	go run ./test/bench -o BENCHMARKS.md
+//
+// Pebble, ghostunnel and spiffe-helper must be installed (test/tools/install.sh)
+// and the e2e part needs root, as the e2e tests do.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// job is one section of the report.
+type job struct {
+	title  string
+	method string
+	pkg    string
+	bench  string // -bench regexp
+	// benchtime overrides the default -benchtime (e.g. "20x" for medians of 20).
+	benchtime string
+	// compare lists the baseline ratios to compute from the results.
+	compare []compare
+}
+
+// compare is "a is x times b" for one unit, both from the same run.
+type compare struct {
+	label, a, b, unit string
+}
+
+func jobs() []job {
+	return []job{
+		{title: "Signing rate", pkg: "./ca/", bench: "^BenchmarkSign(Floor|Direct)$",
+			method:  "`ca.Sign` (TTL policy, serial, template, chain assembly) against bare `x509.CreateCertificate` with the same key type, one goroutine.",
+			compare: []compare{{"ca.Sign vs bare x509.CreateCertificate (ns/op)", "BenchmarkSignDirect", "BenchmarkSignFloor", "ns/op"}}},
+		{title: "Signing over gRPC (mTLS renewal)", pkg: "./ca/service/", bench: "^Benchmark(SignFloor|CreateCertificateMTLS)$",
+			method:  "`CreateCertificate` over a real TLS gRPC connection on loopback, caller authenticated by its SVID, against the bare signing floor.",
+			compare: []compare{{"CreateCertificate over mTLS vs bare signing (ns/op)", "BenchmarkCreateCertificateMTLS", "BenchmarkSignFloor", "ns/op"}}},
+		{title: "First SVID latency", pkg: "./sds/", bench: "^BenchmarkFirstSVID(Floor)?$",
+			method:  "Agent start to holding its node SVID and one workload SVID, against a real CA on loopback; the floor is one TLS dial plus one CreateCertificate with a join token.",
+			compare: []compare{{"agent first SVID vs one bare request (ns/op)", "BenchmarkFirstSVID", "BenchmarkFirstSVIDFloor", "ns/op"}}},
+		{title: "SDS rotation fan-out and memory per stream", pkg: "./sds/envoy/", bench: "^Benchmark(RotationFanout|IdleStreamMemory)$", benchtime: "3x",
+			method:  "N Envoy-like SDS streams on the agent's handler; time from a rotation to the new secret arriving on each stream (p50/p99/slowest), and heap+stack per idle stream.",
+			compare: []compare{{"p99 at 10,000 vs 1,000 streams (p99-ms)", "BenchmarkRotationFanout/streams=10000", "BenchmarkRotationFanout/streams=1000", "p99-ms"}}},
+		{title: "Agent process RSS per stream", pkg: "./test/agent/", bench: "^BenchmarkAgentStreams$", benchtime: "1x",
+			method:  "A real `certmesh dev` process; RSS before and after opening N SDS streams (default + ROOTCA), then `certmesh ca rotate` until every stream has the new bundle.",
+			compare: []compare{{"push p99 at 10,000 vs 1,000 streams", "BenchmarkAgentStreams/10000", "BenchmarkAgentStreams/1000", "push-p99-ms"}}},
+		{title: "ACME issuance against Pebble", pkg: "./edge/", bench: "^Benchmark(Issuance|HundredAtOnce)$", benchtime: "20x",
+			method:  "A real Pebble and challtestsrv on loopback: one order end to end per iteration (median of 20) for HTTP-01 and DNS-01; then 100 certificates requested at once (wall time, orders placed: must be 100).",
+			compare: []compare{{"DNS-01 vs HTTP-01 median", "BenchmarkIssuance/dns-01", "BenchmarkIssuance/http-01", "ms/issue-median"}}},
+	}
+}
+
+func main() {
+	out := flag.String("o", "BENCHMARKS.md", "report to write")
+	benchtime := flag.String("benchtime", "2s", "default -benchtime for jobs that do not set their own")
+	only := flag.String("only", "", "run only the jobs whose title contains this (for a quick look)")
+	skipE2E := flag.Bool("skip-e2e", false, "leave out the end-to-end latency (needs root and the proxies)")
+	flag.Parse()
+	if err := run(*out, *benchtime, *only, *skipE2E); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(out, benchtime, only string, skipE2E bool) error {
+	var sections []section
+	for _, j := range jobs() {
+		if only != "" && !strings.Contains(j.title, only) {
+			continue
+		}
+		bt := j.benchtime
+		if bt == "" {
+			bt = benchtime
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s (%s, -benchtime %s)\n", j.title, j.pkg, bt)
+		raw, err := goTest(90*time.Minute, "test", "-run", "^$", "-bench", j.bench, "-benchmem", "-benchtime", bt, "-timeout", "60m", j.pkg)
+		sections = append(sections, section{job: j, results: parseBench(bytes.NewReader(raw)), err: err, benchtime: bt})
+	}
+	if !skipE2E && (only == "" || strings.Contains(e2eTitle, only)) {
+		sections = append(sections, e2eSection())
+	}
+	var buf bytes.Buffer
+	if err := writeReport(&buf, sections); err != nil {
+		return err
+	}
+	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", out)
+	for _, s := range sections {
+		if s.err != nil {
+			return fmt.Errorf("%s: %w (the report shows what ran)", s.job.title, s.err)
+		}
+	}
+	return nil
+}
+
+// goTest runs the go tool, echoing its output to stderr, and returns stdout.
+func goTest(timeout time.Duration, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", args...)
+	var stdout bytes.Buffer
+	cmd.Stdout = io.MultiWriter(&stdout, os.Stderr)
+	cmd.Stderr = os.Stderr
+	err := cmd.Run()
+	return stdout.Bytes(), err
+}
+
+const e2eTitle = "End-to-end request latency"
+
+// e2eSection runs the e2e test in its latency mode and reads its JSON.
+func e2eSection() section {
+	j := job{title: e2eTitle, pkg: "./test/e2e/",
+		method: "`TestEncryptedChain` (test/e2e): Go HTTP client → edge TLS terminator (ghostunnel, Pebble-issued certificate) → gateway ghostunnel (mTLS, SVID from the Workload API) → wire tap → backend sidecar ghostunnel → app, all on loopback, each proxy its own process and uid. Baseline: the same four hops as plain TCP forwarders in front of the same app, same run. Each series is 500 sequential requests, with a new connection per request (every hop handshakes) and with keep-alive."}
+	fmt.Fprintf(os.Stderr, "bench: %s\n", j.title)
+	dir, err := os.MkdirTemp("", "certmesh-bench-")
+	if err != nil {
+		return section{job: j, err: err}
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "latency.json")
+	_, err = goTest(10*time.Minute, "test", "-count=1", "-run", "^TestEncryptedChain$", "-timeout", "8m", j.pkg, "-e2e.latency-out", file, "-e2e.latency-n", "500")
+	s := section{job: j, err: err}
+	if err == nil {
+		s.latency, s.err = readLatency(file)
+	}
+	return s
+}

@@ -1,0 +1,101 @@
+// Package e2e proves the encrypted path end to end with real processes: curl
+// → HTTPS with the edge certificate certmesh obtained from a real Pebble → an
+// edge TLS terminator → an mTLS hop between the gateway's and the backend's
+// SVIDs (ghostunnel, identities from the SPIFFE Workload API of `certmesh
+// dev`, each proxy running as its own uid) → a plain HTTP app on loopback.
+//
+// Tools come from test/tools/pebble.sh and test/tools/ghostunnel.sh (cache dir
+// ${CERTMESH_TOOLS:-$HOME/.cache/certmesh/bin}); the tests fail, naming the
+// script, when one is missing. They run as root: the proxies are started under
+// other uids so that attestation, not configuration, decides who they are.
+package e2e
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	latencyOut = flag.String("e2e.latency-out", "", "write the end-to-end latency figures (JSON) to this file")
+	latencyN   = flag.Int("e2e.latency-n", 200, "requests per latency series")
+	demo       = flag.Bool("e2e.demo", false, "TestDemo: run the chain until interrupted and print a curl line")
+)
+
+var bin struct{ certmesh string }
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "certmesh-e2e-bin-")
+	if err != nil {
+		panic(err)
+	}
+	bin.certmesh = filepath.Join(dir, "certmesh")
+	// The package directory, from this file's path, so a compiled test binary
+	// (go test -c) works from any directory.
+	_, self, _, _ := runtime.Caller(0)
+	build := exec.Command("go", "build", "-o", bin.certmesh, "./cmd/certmesh")
+	build.Dir = filepath.Join(filepath.Dir(self), "..", "..")
+	if b, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build certmesh: %v\n%s", err, b)
+		os.Exit(1)
+	}
+	_ = os.Chmod(dir, 0o755)
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// tool finds a test tool in the tools cache or on PATH, or fails naming the
+// script that installs it.
+func tool(t testing.TB, name, script string) string {
+	t.Helper()
+	dir := os.Getenv("CERTMESH_TOOLS")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".cache", "certmesh", "bin")
+	}
+	if p := filepath.Join(dir, name); fileExists(p) {
+		return p
+	}
+	p, err := exec.LookPath(name)
+	require.NoError(t, err, "%s not found in %s or PATH: run %s first", name, dir, script)
+	return p
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+// requireRoot fails (never skips) when the test cannot start processes as
+// other uids.
+func requireRoot(t testing.TB) {
+	t.Helper()
+	require.Equal(t, 0, os.Getuid(), "test/e2e runs the proxies as separate uids and must run as root")
+}
+
+// toolForUids is tool, made reachable by other uids: the tools cache usually
+// sits under root's 0700 home, so the binary is linked (or copied) into the
+// test's world-readable bin directory.
+func toolForUids(t testing.TB, name, script string) string {
+	t.Helper()
+	src := tool(t, name, script)
+	dst := filepath.Join(filepath.Dir(bin.certmesh), name)
+	if fileExists(dst) {
+		return dst
+	}
+	if err := os.Link(src, dst); err == nil {
+		return dst
+	}
+	data, err := os.ReadFile(src)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(dst, data, 0o755))
+	return dst
+}
