@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -15,18 +16,19 @@ import (
 // watchBundles follows the CA's X.509 and JWT bundle streams, reconnecting
 // with backoff, and pushes every change to the agent's watchers.
 func (a *Agent) watchBundles(ctx context.Context) {
-	attempt := 0
+	// Both bundle streams reset the backoff from their own goroutines.
+	var attempt atomic.Int64
 	for ctx.Err() == nil {
-		err := a.streamBundles(ctx, func() { attempt = 0 })
+		err := a.streamBundles(ctx, func() { attempt.Store(0) })
 		if ctx.Err() != nil {
 			return
 		}
 		a.metrics.caFailures.Inc()
 		a.cfg.Logger.Warn("bundle stream from CA broke; reconnecting", attrError, fmt.Sprint(err))
-		if !a.sleepUntil(ctx, a.cfg.Clock.Now().Add(Backoff(attempt, a.cfg.Jitter()))) {
+		if !a.sleepUntil(ctx, a.cfg.Clock.Now().Add(Backoff(int(attempt.Load()), a.cfg.Jitter()))) {
 			return
 		}
-		attempt++
+		attempt.Add(1)
 	}
 }
 

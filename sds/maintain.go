@@ -70,8 +70,12 @@ func (a *Agent) maintain(ctx context.Context, s slot) {
 		if !s.own && !a.waitForOwn(ctx) {
 			return
 		}
+		start := a.cfg.Clock.Now()
 		svid, err := a.renew(ctx, s)
 		now := a.cfg.Clock.Now()
+		if ctx.Err() == nil {
+			a.metrics.observeRequest(now.Sub(start), err)
+		}
 		var wake time.Time
 		if err == nil {
 			attempt = 0
@@ -127,7 +131,7 @@ func (a *Agent) renew(ctx context.Context, s slot) (*x509svid.SVID, error) {
 	switch {
 	case !s.own:
 		req.client, req.impersonate = own, s.id
-	case ownValid:
+	case ownValid && !presentsCredentialEachTime(a.cfg.Credential):
 		req.client = own
 	default:
 		tok, ok := a.cfg.Credential.Token()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/admin"
+	cak8s "github.com/certmesh/certmesh/ca/k8s"
 	"github.com/certmesh/certmesh/ca/service"
 	"github.com/certmesh/certmesh/ca/store"
 	"github.com/certmesh/certmesh/identity"
@@ -47,6 +48,9 @@ type Config struct {
 	Clock      clock.Clock
 	// StatusExtra adds sections to the admin status (the edge, in dev mode).
 	StatusExtra func() map[string]any
+	// Kubernetes, when set, shares the CA with other replicas through the
+	// API server and runs leader-only work under a Lease (kubernetes.go).
+	Kubernetes *KubernetesConfig
 }
 
 // Server is a running CA.
@@ -60,6 +64,11 @@ type Server struct {
 
 	agentAPI *service.AgentAPI
 	acks     *service.AckRegistry
+
+	// Leader runs leader-only work in Kubernetes mode (nil otherwise).
+	// Add Runners to it before Run.
+	Leader *cak8s.Leader
+	kube   *kube
 }
 
 // Acks is the registry of agents' bundle acknowledgements (the rotation gate).
@@ -93,8 +102,18 @@ func New(cfg Config) (_ *Server, err error) {
 	}()
 	caCfg := cfg.CA
 	caCfg.Dir, caCfg.TrustDomain, caCfg.Clock, caCfg.Logger = filepath.Join(cfg.Dir, "ca"), cfg.TrustDomain, cfg.Clock, cfg.Logger
+	if cfg.Kubernetes != nil {
+		if err := s.primeKubernetes(caCfg.Dir); err != nil {
+			return nil, err
+		}
+	}
 	if s.CA, err = ca.New(caCfg); err != nil {
 		return nil, err
+	}
+	if cfg.Kubernetes != nil {
+		if err := s.setupKubernetes(); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newCACollector(s.CA)); err != nil {
@@ -163,7 +182,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return service.Serve(ctx, s.grpc, s.lis) })
 	g.Go(func() error { <-ctx.Done(); s.agentAPI.Stop(); return nil })
-	g.Go(func() error { return s.CA.Run(ctx) })
+	s.runCA(ctx, g)
 	g.Go(func() error { return admin.Serve(ctx, s.AdminSocket(), admin.Handler(s, s.cfg.Logger)) })
 	s.cfg.Logger.Info("CA server ready", "listen", s.Addr(), "trust_domain", s.cfg.TrustDomain.Name(), "admin_socket", s.AdminSocket())
 	return g.Wait()
@@ -192,6 +211,9 @@ func (s *Server) Rotate() (any, error) { return s.CA.Rotate() }
 // Status implements admin.Backend.
 func (s *Server) Status() any {
 	out := map[string]any{"ca": s.CA.Status()}
+	if k := s.kubernetesStatus(); k != nil {
+		out["kubernetes"] = k
+	}
 	if s.cfg.StatusExtra != nil {
 		for k, v := range s.cfg.StatusExtra() {
 			out[k] = v

@@ -12,6 +12,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/identity"
+	k8sid "github.com/certmesh/certmesh/identity/k8s"
 )
 
 type x509bundleT = x509bundle.Bundle
@@ -52,6 +53,13 @@ var refusals = []refusal{
 	{identity.ErrUnknownToken, codes.Unauthenticated, "unknown_token"},
 	{identity.ErrTokenUsed, codes.Unauthenticated, "token_used"},
 	{identity.ErrTokenExpired, codes.Unauthenticated, "token_expired"},
+	{k8sid.ErrWrongAudience, codes.Unauthenticated, "k8s_wrong_audience"},
+	{k8sid.ErrExpired, codes.Unauthenticated, "k8s_token_expired"},
+	{k8sid.ErrPodGone, codes.Unauthenticated, "k8s_pod_gone"},
+	{k8sid.ErrExcluded, codes.PermissionDenied, "k8s_excluded"},
+	{k8sid.ErrRejected, codes.Unauthenticated, "k8s_token_rejected"},
+	{k8sid.ErrNotServiceAccount, codes.Unauthenticated, "k8s_not_service_account"},
+	{k8sid.ErrReviewUnavailable, codes.Unavailable, "k8s_review_unavailable"},
 	{identity.ErrNotApplicable, codes.Unauthenticated, "unsupported_credential"},
 	{identity.ErrNoRegistration, codes.PermissionDenied, "no_registration"},
 	{errImpersonationDenied, codes.PermissionDenied, "impersonation_denied"},

@@ -21,7 +21,8 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	serverAddr := fs.String("server", "", "CA server address host:port (required)")
 	socket := fs.String("socket", "/run/certmesh/agent.sock", "unix socket for Envoy SDS and the Workload API")
-	joinToken := fs.String("join-token", "", "one-time join token from `certmesh token create` (required on first start)")
+	joinToken := fs.String("join-token", "", "one-time join token from `certmesh token create` (node mode)")
+	tokenFile := fs.String("token-file", "", "projected ServiceAccount token file, read at every use (workload mode: every caller in the pod gets the pod's identity)")
 	tdName := fs.String("trust-domain", "", "SPIFFE trust domain (required)")
 	bundlePath := fs.String("trust-bundle", "", "PEM roots that authenticate the CA server (`certmesh ca bundle`; required)")
 	regsPath := fs.String("registrations", "", "registrations of this node's workloads")
@@ -32,8 +33,15 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *serverAddr == "" || *joinToken == "" || *tdName == "" || *bundlePath == "" {
-		return errors.New("agent: --server, --join-token, --trust-domain and --trust-bundle are required")
+	if *serverAddr == "" || *tdName == "" || *bundlePath == "" {
+		return errors.New("agent: --server, --trust-domain and --trust-bundle are required")
+	}
+	cred, workloadMode, err := agentCredential(*joinToken, *tokenFile)
+	if err != nil {
+		return err
+	}
+	if workloadMode && *regsPath != "" {
+		return errors.New("agent: --registrations is for node mode; with --token-file the pod has one identity")
 	}
 	log, err := lf.logger(os.Stderr)
 	if err != nil {
@@ -65,11 +73,14 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	}
 	reg := newRegistry()
 	agent, err := sds.New(sds.Config{
-		TrustDomain: td, ServerAddr: *serverAddr, TrustBundle: roots, Credential: sds.NewJoinToken(*joinToken),
+		TrustDomain: td, ServerAddr: *serverAddr, TrustBundle: roots, Credential: cred,
 		Workloads: workloads, SVIDTTL: *svidTTL, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return err
+	}
+	if workloadMode {
+		attestor = podAttestor(agent)
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return agent.Run(ctx) })

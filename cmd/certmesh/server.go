@@ -24,8 +24,10 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	var sf serverFlags
 	var ef edgeFlags
+	var kf kubeFlags
 	sf.register(fs)
 	ef.register(fs)
+	kf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -39,6 +41,9 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	}
 	reg := newRegistry()
 	cfg.Logger, cfg.Registerer = log, reg
+	if err := kf.apply(&cfg, log); err != nil {
+		return err
+	}
 	edgeMgr, err := newEdge(&ef, sf.dir, log, &cfg)
 	if err != nil {
 		return err

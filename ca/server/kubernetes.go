@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+
+	cak8s "github.com/certmesh/certmesh/ca/k8s"
+)
+
+// KubernetesConfig runs the server as one replica of several in a cluster:
+// the CA lives in a Secret, every replica signs, and leader-only work (CA
+// rotation steps, trust bundle publication, and whatever else is added to
+// Server.Leader) runs on the replica holding the Lease.
+type KubernetesConfig struct {
+	Client    kubernetes.Interface
+	Namespace string // where the CA Secret and the Lease live
+	// SecretName and LeaseName default to certmesh-ca and certmesh-leader.
+	SecretName string
+	LeaseName  string
+	// Identity names this replica in the Lease (the pod name).
+	Identity string
+	// Lease timing (defaults: ca/k8s).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// KeepLeaseOnStop simulates a crash in tests: the Lease is not released.
+	KeepLeaseOnStop bool
+	// DisableBundlePublication turns off the ConfigMap/ClusterTrustBundle
+	// publisher (another tool distributes the bundle).
+	DisableBundlePublication  bool
+	DisableClusterTrustBundle bool
+}
+
+// kube is the Kubernetes part of a Server.
+type kube struct {
+	state *cak8s.State
+}
+
+// bootstrapTimeout bounds the apiserver calls New makes.
+const bootstrapTimeout = 30 * time.Second
+
+func (c *KubernetesConfig) stateConfig(s *Server) cak8s.StateConfig {
+	return cak8s.StateConfig{Client: c.Client, Namespace: c.Namespace, Name: c.SecretName, TrustDomain: s.cfg.TrustDomain, Logger: s.cfg.Logger}
+}
+
+// primeKubernetes copies the shared CA into the local directory before the
+// CA is opened, so only the very first replica ever generates one.
+func (s *Server) primeKubernetes(caDir string) error {
+	k := s.cfg.Kubernetes
+	if k.Client == nil || k.Namespace == "" || k.Identity == "" {
+		return errors.New("server: kubernetes: Client, Namespace and Identity are required")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bootstrapTimeout)
+	defer cancel()
+	_, err := cak8s.Prime(ctx, k.stateConfig(s), caDir)
+	return err
+}
+
+// setupKubernetes agrees with the other replicas on one CA and prepares the
+// leader election with its built-in leader-only work.
+func (s *Server) setupKubernetes() error {
+	k := s.cfg.Kubernetes
+	state, err := cak8s.NewState(k.stateConfig(s), s.CA, s.cfg.Clock)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bootstrapTimeout)
+	defer cancel()
+	if err := state.Bootstrap(ctx); err != nil {
+		return err
+	}
+	s.Leader, err = cak8s.NewLeader(cak8s.LeaderConfig{
+		Client: k.Client, Namespace: k.Namespace, Name: k.LeaseName, Identity: k.Identity,
+		LeaseDuration: k.LeaseDuration, RenewDeadline: k.RenewDeadline, RetryPeriod: k.RetryPeriod,
+		KeepLeaseOnStop: k.KeepLeaseOnStop, Clock: s.cfg.Clock, Logger: s.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.Leader.Add("ca-rotation", s.CA.Run); err != nil {
+		return err
+	}
+	if !k.DisableBundlePublication {
+		pub, err := cak8s.NewPublisher(cak8s.PublisherConfig{
+			Client: k.Client, Bundle: s.CA, TrustDomain: s.cfg.TrustDomain,
+			DisableClusterTrustBundle: k.DisableClusterTrustBundle, Logger: s.cfg.Logger,
+		})
+		if err != nil {
+			return err
+		}
+		if err := s.Leader.Add("trust-bundle", pub.Run); err != nil {
+			return err
+		}
+	}
+	s.kube = &kube{state: state}
+	return nil
+}
+
+// runCA runs the CA's background work: standalone, the rotation timer;
+// in Kubernetes, the Secret mirror on every replica and the leader election.
+func (s *Server) runCA(ctx context.Context, g *errgroup.Group) {
+	if s.kube == nil {
+		g.Go(func() error { return s.CA.Run(ctx) })
+		return
+	}
+	g.Go(func() error { return s.kube.state.Run(ctx) })
+	g.Go(func() error { return s.Leader.Run(ctx) })
+}
+
+// kubernetesStatus is the admin status section of a replica.
+func (s *Server) kubernetesStatus() map[string]any {
+	if s.kube == nil {
+		return nil
+	}
+	return map[string]any{
+		"identity": s.Leader.Identity(), "leader": s.Leader.IsLeader(),
+		"caSecretResourceVersion": s.kube.state.ResourceVersion(),
+	}
+}

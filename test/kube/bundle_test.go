@@ -1,0 +1,59 @@
+package kube_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cak8s "github.com/certmesh/certmesh/ca/k8s"
+)
+
+func bundleConfigMap(ns string) (*corev1.ConfigMap, error) {
+	return cluster.Client.CoreV1().ConfigMaps(ns).Get(context.Background(), cak8s.BundleConfigMapName, metav1.GetOptions{})
+}
+
+func bundleIs(ns string, want []byte) func() bool {
+	return func() bool {
+		cm, err := bundleConfigMap(ns)
+		return err == nil && cm.Data[cak8s.BundleKey] == string(want)
+	}
+}
+
+// TestBundlePublication: the leader publishes the trust bundle in every
+// namespace — a new one gets it, a deleted or edited ConfigMap comes back,
+// a rotation updates it — and as a ClusterTrustBundle.
+func TestBundlePublication(t *testing.T) {
+	home := cluster.Namespace(t)
+	srv := startServer(t, serverOpts{ns: home})
+	waitFor(t, 10*time.Second, "leader", srv.Leader.IsLeader)
+	waitFor(t, 10*time.Second, "bundle in the server's namespace", bundleIs(home, srv.CA.BundlePEM()))
+
+	ns := cluster.Namespace(t)
+	took := waitFor(t, 10*time.Second, "bundle in a new namespace", bundleIs(ns, srv.CA.BundlePEM()))
+	t.Logf("ConfigMap in a new namespace after %v", took)
+
+	require.NoError(t, cluster.Client.CoreV1().ConfigMaps(ns).Delete(context.Background(), cak8s.BundleConfigMapName, metav1.DeleteOptions{}))
+	took = waitFor(t, 10*time.Second, "deleted ConfigMap recreated", bundleIs(ns, srv.CA.BundlePEM()))
+	t.Logf("deleted ConfigMap back after %v", took)
+
+	cm, err := bundleConfigMap(ns)
+	require.NoError(t, err)
+	cm.Data[cak8s.BundleKey] = "tampered"
+	_, err = cluster.Client.CoreV1().ConfigMaps(ns).Update(context.Background(), cm, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	waitFor(t, 10*time.Second, "edited ConfigMap restored", bundleIs(ns, srv.CA.BundlePEM()))
+
+	_, err = srv.CA.Rotate()
+	require.NoError(t, err)
+	require.Len(t, srv.CA.Roots(), 2)
+	waitFor(t, 10*time.Second, "rotation reaches the ConfigMap", bundleIs(ns, srv.CA.BundlePEM()))
+
+	waitFor(t, 10*time.Second, "ClusterTrustBundle", func() bool {
+		ctb, err := cluster.Client.CertificatesV1().ClusterTrustBundles().Get(context.Background(), "certmesh-example.org", metav1.GetOptions{})
+		return err == nil && ctb.Spec.TrustBundle == string(srv.CA.BundlePEM())
+	})
+}
