@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -37,30 +38,29 @@ type accountRecord struct {
 	Registration *registration.Resource `json:"registration"`
 }
 
-// accountStore keeps accounts under Dir/accounts/<issuer>/.
-type accountStore struct{ dir string }
-
-func (s accountStore) path(issuer, file string) string {
-	return filepath.Join(s.dir, "accounts", issuer, file)
-}
+// accountStore loads and saves accounts through a Store.
+type accountStore struct{ store Store }
 
 // load returns the account of issuer, creating and saving its key on first use. The
 // registration is nil when none was recorded for this directory.
-func (s accountStore) load(issuer string, iss IssuerConfig, random io.Reader) (*account, error) {
-	key, err := s.loadKey(issuer, random)
-	if err != nil {
-		return nil, err
-	}
-	acct := &account{email: iss.Email, key: key}
-	data, err := os.ReadFile(s.path(issuer, "account.json"))
+func (s accountStore) load(ctx context.Context, issuer string, iss IssuerConfig, random io.Reader) (*account, error) {
+	data, err := s.store.LoadAccount(ctx, issuer)
 	if errors.Is(err, fs.ErrNotExist) {
-		return acct, nil
+		return s.create(ctx, issuer, iss, random)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("edge: account %s: %w", issuer, err)
 	}
+	key, err := certcrypto.ParsePEMPrivateKey(data.KeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("edge: account %s: %w", issuer, err)
+	}
+	acct := &account{email: iss.Email, key: key}
+	if len(data.Record) == 0 {
+		return acct, nil
+	}
 	var rec accountRecord
-	if err := json.Unmarshal(data, &rec); err != nil {
+	if err := json.Unmarshal(data.Record, &rec); err != nil {
 		return nil, fmt.Errorf("edge: account %s: %w", issuer, err)
 	}
 	if rec.Directory == iss.DirectoryURL {
@@ -69,40 +69,57 @@ func (s accountStore) load(issuer string, iss IssuerConfig, random io.Reader) (*
 	return acct, nil
 }
 
-func (s accountStore) loadKey(issuer string, random io.Reader) (crypto.PrivateKey, error) {
-	path := s.path(issuer, "account.key")
-	data, err := os.ReadFile(path)
-	if err == nil {
-		key, perr := certcrypto.ParsePEMPrivateKey(data)
-		if perr != nil {
-			return nil, fmt.Errorf("edge: account %s: %w", issuer, perr)
-		}
-		return key, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("edge: account %s: %w", issuer, err)
-	}
+func (s accountStore) create(ctx context.Context, issuer string, iss IssuerConfig, random io.Reader) (*account, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), random)
 	if err != nil {
 		return nil, fmt.Errorf("edge: account %s: %w", issuer, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := s.store.SaveAccount(ctx, issuer, AccountData{KeyPEM: certcrypto.PEMEncode(key)}); err != nil {
 		return nil, fmt.Errorf("edge: account %s: %w", issuer, err)
 	}
-	if err := writeAtomic(path, certcrypto.PEMEncode(key), 0o600); err != nil {
-		return nil, fmt.Errorf("edge: account %s: %w", issuer, err)
-	}
-	return key, nil
+	return &account{email: iss.Email, key: key}, nil
 }
 
 // save records the registration of issuer.
-func (s accountStore) save(issuer, directory string, reg *registration.Resource) error {
-	data, err := json.MarshalIndent(accountRecord{Directory: directory, Registration: reg}, "", "  ")
+func (s accountStore) save(ctx context.Context, issuer string, acct *account, directory string) error {
+	rec, err := json.MarshalIndent(accountRecord{Directory: directory, Registration: acct.reg}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("edge: account %s: %w", issuer, err)
 	}
-	if err := writeAtomic(s.path(issuer, "account.json"), data, 0o600); err != nil {
+	data := AccountData{KeyPEM: certcrypto.PEMEncode(acct.key), Record: rec}
+	if err := s.store.SaveAccount(ctx, issuer, data); err != nil {
 		return fmt.Errorf("edge: account %s: %w", issuer, err)
 	}
 	return nil
+}
+
+// LoadAccount implements Store: Dir/accounts/<issuer>/account.key and account.json.
+func (f FileStore) LoadAccount(_ context.Context, issuer string) (AccountData, error) {
+	keyPEM, err := os.ReadFile(f.accountPath(issuer, "account.key"))
+	if err != nil {
+		return AccountData{}, err
+	}
+	rec, err := os.ReadFile(f.accountPath(issuer, "account.json"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return AccountData{}, err
+	}
+	return AccountData{KeyPEM: keyPEM, Record: rec}, nil
+}
+
+// SaveAccount implements Store.
+func (f FileStore) SaveAccount(_ context.Context, issuer string, acct AccountData) error {
+	if err := os.MkdirAll(filepath.Dir(f.accountPath(issuer, "x")), 0o700); err != nil {
+		return err
+	}
+	if err := writeAtomic(f.accountPath(issuer, "account.key"), acct.KeyPEM, 0o600); err != nil {
+		return err
+	}
+	if acct.Record == nil {
+		return nil
+	}
+	return writeAtomic(f.accountPath(issuer, "account.json"), acct.Record, 0o600)
+}
+
+func (f FileStore) accountPath(issuer, file string) string {
+	return filepath.Join(f.Dir, "accounts", issuer, file)
 }

@@ -66,7 +66,7 @@ func (li *legoIssuer) client(ctx context.Context) (*lego.Client, error) {
 	li.mu.Lock()
 	defer li.mu.Unlock()
 	if li.acct == nil {
-		acct, err := li.accounts.load(li.name, li.cfg, li.random)
+		acct, err := li.accounts.load(ctx, li.name, li.cfg, li.random)
 		if err != nil {
 			return nil, err
 		}
@@ -86,7 +86,7 @@ func (li *legoIssuer) client(ctx context.Context) (*lego.Client, error) {
 		return nil, fmt.Errorf("edge: issuer %s: directory: %w", li.name, err)
 	}
 	if li.acct.reg == nil {
-		if err := li.register(client); err != nil {
+		if err := li.register(ctx, client); err != nil {
 			return nil, err
 		}
 	}
@@ -94,7 +94,7 @@ func (li *legoIssuer) client(ctx context.Context) (*lego.Client, error) {
 }
 
 // register creates (or finds, for a known key) the account and records it.
-func (li *legoIssuer) register(client *lego.Client) error {
+func (li *legoIssuer) register(ctx context.Context, client *lego.Client) error {
 	var (
 		reg *registration.Resource
 		err error
@@ -110,7 +110,7 @@ func (li *legoIssuer) register(client *lego.Client) error {
 		return fmt.Errorf("edge: issuer %s: register account: %w", li.name, classify(err))
 	}
 	li.acct.reg = reg
-	return li.accounts.save(li.name, li.cfg.DirectoryURL, reg)
+	return li.accounts.save(ctx, li.name, li.acct, li.cfg.DirectoryURL)
 }
 
 // Obtain runs one order to completion.

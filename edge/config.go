@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,7 +43,14 @@ const (
 // Config configures a Manager. New validates it and fills defaults.
 type Config struct {
 	// Dir holds edge state: accounts/<issuer>/, locks/ and one folder per certificate.
-	Dir          string
+	// It may be empty when Store is set; order locks are then per process only (in
+	// Kubernetes, leader election keeps a second replica from ordering).
+	Dir string
+	// Store keeps certificates and accounts (default FileStore{Dir}).
+	Store Store
+	// Observer, when set, hears of every stored, restored and failed certificate
+	// (the Ingress controller turns them into Events).
+	Observer     Observer
 	Issuers      map[string]IssuerConfig
 	Certificates []CertificateSpec
 	// HTTP01Addr is where Run serves /.well-known/acme-challenge/ ("" = no listener;
@@ -101,6 +109,29 @@ type CertificateSpec struct {
 type SolverConfig struct {
 	Type ChallengeType
 	DNS  DNSSolverConfig
+	// HTTP01Router, for http-01, is told before and after each challenge so that the
+	// ingress can route /.well-known/acme-challenge/<token> of the domain to the
+	// responder (the Kubernetes controller creates a temporary Ingress rule). Keep it
+	// a comparable value: Ensure compares specs to see whether anything changed.
+	HTTP01Router HTTP01Router
+}
+
+// HTTP01Router makes the path of one HTTP-01 challenge reach the responder.
+type HTTP01Router interface {
+	// Route is called after the responder knows keyAuth and before the CA is asked
+	// to validate; it may wait until the route works.
+	Route(ctx context.Context, domain, token, keyAuth string) error
+	Unroute(ctx context.Context, domain, token string) error
+}
+
+// Observer hears what happens to certificates. Calls come from the Manager's loops:
+// keep them quick and never call back into the Manager's Ensure/Remove from them.
+type Observer interface {
+	// CertificateStored reports a certificate written to the store: newly issued, or
+	// restored (an existing one written back after its stored copy disappeared).
+	CertificateStored(name string, sv Served, restored bool)
+	// CertificateFailed reports a failed order and when it is retried.
+	CertificateFailed(name string, err error, retryAt time.Time)
 }
 
 // DNSSolverConfig configures DNS-01.
@@ -125,8 +156,11 @@ var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 
 // withDefaults validates cfg and returns it with every default filled in.
 func (cfg Config) withDefaults() (Config, error) {
-	if cfg.Dir == "" {
-		return cfg, fmt.Errorf("%w: Dir is required", ErrInvalidConfig)
+	if cfg.Dir == "" && cfg.Store == nil {
+		return cfg, fmt.Errorf("%w: Dir or Store is required", ErrInvalidConfig)
+	}
+	if cfg.Store == nil {
+		cfg.Store = FileStore{Dir: cfg.Dir}
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
@@ -193,11 +227,16 @@ func (cfg Config) validateCertificates() error {
 }
 
 func (cfg Config) validateSpec(spec CertificateSpec) error {
-	if len(spec.DNSNames) == 0 {
-		return fmt.Errorf("%w: certificate %q has no DNS names", ErrInvalidConfig, spec.Name)
-	}
 	if _, ok := cfg.Issuers[spec.Issuer]; !ok {
 		return fmt.Errorf("%w: certificate %q names unknown issuer %q", ErrInvalidConfig, spec.Name, spec.Issuer)
+	}
+	return validateSolver(spec)
+}
+
+// validateSolver checks the parts of a spec that do not depend on the issuer set.
+func validateSolver(spec CertificateSpec) error {
+	if len(spec.DNSNames) == 0 {
+		return fmt.Errorf("%w: certificate %q has no DNS names", ErrInvalidConfig, spec.Name)
 	}
 	for _, n := range spec.DNSNames {
 		if strings.HasPrefix(n, "*.") && spec.Solver.Type != DNS01 {

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"net/http"
@@ -13,16 +14,23 @@ import (
 var cryptoRand = rand.Reader
 
 // Manager keeps the configured certificates valid. Build it with New, drive it with Run.
+// The set of certificates and issuers may change while it runs (Ensure, Remove,
+// EnsureIssuer), for controllers that derive them from Kubernetes objects.
 type Manager struct {
-	cfg     Config
-	store   certStore
-	locks   *orderLocks
-	http01  *httpResponder
-	alpn    *alpnResponder
-	issuers map[string]acmeClient
-	certs   []*certState
-	byName  map[string]*certState
-	orders  chan struct{} // semaphore bounding concurrent orders
+	cfg    Config
+	store  Store
+	locks  *orderLocks
+	http01 *httpResponder
+	alpn   *alpnResponder
+	orders chan struct{} // semaphore bounding concurrent orders
+
+	setMu      sync.RWMutex // guards the sets below and the run state
+	issuers    map[string]acmeClient
+	issuerCfgs map[string]IssuerConfig
+	certs      []*certState
+	byName     map[string]*certState
+	running    context.Context // nil unless Run is running
+	loops      sync.WaitGroup
 
 	mu      sync.Mutex
 	changed chan struct{}
@@ -51,46 +59,85 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		cfg:     cfg,
-		store:   certStore{dir: cfg.Dir},
-		locks:   newOrderLocks(cfg.Dir),
-		http01:  newHTTPResponder(),
-		alpn:    newALPNResponder(),
-		issuers: map[string]acmeClient{},
-		byName:  map[string]*certState{},
-		orders:  make(chan struct{}, cfg.MaxConcurrentOrders),
-		changed: make(chan struct{}),
+		cfg:        cfg,
+		store:      cfg.Store,
+		locks:      newOrderLocks(cfg.Dir),
+		http01:     newHTTPResponder(),
+		alpn:       newALPNResponder(),
+		issuers:    map[string]acmeClient{},
+		issuerCfgs: map[string]IssuerConfig{},
+		byName:     map[string]*certState{},
+		orders:     make(chan struct{}, cfg.MaxConcurrentOrders),
+		changed:    make(chan struct{}),
 	}
-	if err := m.buildIssuers(); err != nil {
-		return nil, err
+	for name, iss := range cfg.Issuers {
+		if err := m.setIssuer(name, iss); err != nil {
+			return nil, err
+		}
 	}
 	for _, spec := range cfg.Certificates {
-		s, err := newSolver(spec, cfg, m.http01, m.alpn)
+		st, err := m.newCertState(spec)
 		if err != nil {
 			return nil, err
 		}
-		st := &certState{spec: spec, solver: s, lockKey: lockKey(spec.Issuer, spec.DNSNames)}
 		m.certs = append(m.certs, st)
 		m.byName[spec.Name] = st
 	}
 	return m, nil
 }
 
-func (m *Manager) buildIssuers() error {
-	for name, iss := range m.cfg.Issuers {
-		hc := m.cfg.HTTPClient
-		if hc == nil {
-			var err error
-			if hc, err = issuerHTTPClient(iss); err != nil {
-				return fmt.Errorf("issuer %s: %w", name, err)
-			}
-		}
-		m.issuers[name] = &legoIssuer{
-			name: name, cfg: iss, http: hc,
-			accounts: accountStore{dir: m.cfg.Dir}, random: m.cfg.Rand,
+func (m *Manager) newCertState(spec CertificateSpec) (*certState, error) {
+	s, err := newSolver(spec, m.cfg, m.http01, m.alpn)
+	if err != nil {
+		return nil, err
+	}
+	return &certState{
+		spec: spec, solver: s, lockKey: lockKey(spec.Issuer, spec.DNSNames),
+		wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// setIssuer builds the client of one issuer; the caller holds setMu or owns m alone.
+func (m *Manager) setIssuer(name string, iss IssuerConfig) error {
+	hc := m.cfg.HTTPClient
+	if hc == nil {
+		var err error
+		if hc, err = issuerHTTPClient(iss); err != nil {
+			return fmt.Errorf("issuer %s: %w", name, err)
 		}
 	}
+	m.issuers[name] = &legoIssuer{
+		name: name, cfg: iss, http: hc,
+		accounts: accountStore{store: m.store}, random: m.cfg.Rand,
+	}
+	m.issuerCfgs[name] = iss
 	return nil
+}
+
+// issuer returns the client of name, nil when it is unknown.
+func (m *Manager) issuer(name string) acmeClient {
+	m.setMu.RLock()
+	defer m.setMu.RUnlock()
+	return m.issuers[name]
+}
+
+func (m *Manager) issuerConfig(name string) IssuerConfig {
+	m.setMu.RLock()
+	defer m.setMu.RUnlock()
+	return m.issuerCfgs[name]
+}
+
+func (m *Manager) lookupState(name string) (*certState, bool) {
+	m.setMu.RLock()
+	defer m.setMu.RUnlock()
+	st, ok := m.byName[name]
+	return st, ok
+}
+
+func (m *Manager) snapshot() []*certState {
+	m.setMu.RLock()
+	defer m.setMu.RUnlock()
+	return slices.Clone(m.certs)
 }
 
 // HTTP01Handler serves the HTTP-01 challenges of every certificate, for mounting on a
@@ -99,7 +146,7 @@ func (m *Manager) HTTP01Handler() http.Handler { return m.http01 }
 
 // Lookup returns what to serve now for an edge certificate name.
 func (m *Manager) Lookup(name string) (Served, bool) {
-	st, ok := m.byName[name]
+	st, ok := m.lookupState(name)
 	if !ok {
 		return Served{}, false
 	}
@@ -126,10 +173,11 @@ func (m *Manager) notify() {
 	m.changed = make(chan struct{})
 }
 
-// Status reports every certificate, in configuration order.
+// Status reports every certificate, in configuration order (Ensure'd ones after).
 func (m *Manager) Status() []CertStatus {
-	out := make([]CertStatus, 0, len(m.certs))
-	for _, st := range m.certs {
+	certs := m.snapshot()
+	out := make([]CertStatus, 0, len(certs))
+	for _, st := range certs {
 		out = append(out, st.status())
 	}
 	return out
@@ -137,8 +185,9 @@ func (m *Manager) Status() []CertStatus {
 
 // Names returns the configured certificate names, for the serving side to watch.
 func (m *Manager) Names() []string {
-	names := make([]string, 0, len(m.certs))
-	for _, st := range m.certs {
+	certs := m.snapshot()
+	names := make([]string, 0, len(certs))
+	for _, st := range certs {
 		names = append(names, st.spec.Name)
 	}
 	return slices.Clip(names)

@@ -112,7 +112,7 @@ func TestPebbleRevocationRenews(t *testing.T) {
 // revoke revokes sv with the manager's own account, as an operator would.
 func revoke(t *testing.T, r *rig, sv Served) {
 	t.Helper()
-	acct, err := accountStore{dir: r.cfg.Dir}.load("pebble", r.cfg.Issuers["pebble"], cryptoRand)
+	acct, err := accountStore{store: FileStore{Dir: r.cfg.Dir}}.load(context.Background(), "pebble", r.cfg.Issuers["pebble"], cryptoRand)
 	require.NoError(t, err)
 	lc := lego.NewConfig(acct)
 	lc.CADirURL = r.p.DirectoryURL

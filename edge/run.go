@@ -25,23 +25,49 @@ func (m *Manager) Run(ctx context.Context) error {
 	if err := m.serveALPN(gctx, g); err != nil {
 		return err
 	}
-	for _, st := range m.certs {
-		g.Go(func() error {
-			m.loop(gctx, st)
-			return nil
-		})
-	}
+	m.startLoops(gctx)
+	g.Go(func() error {
+		<-gctx.Done()
+		return nil
+	})
 	err := g.Wait()
+	m.stopLoops()
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
 }
 
+// startLoops runs one loop per certificate, and makes Ensure start the loops of
+// certificates added later.
+func (m *Manager) startLoops(ctx context.Context) {
+	m.setMu.Lock()
+	defer m.setMu.Unlock()
+	m.running = ctx
+	for _, st := range m.certs {
+		m.startLocked(st)
+	}
+}
+
+// stopLoops waits for every loop (their context has ended) and resets the run state.
+func (m *Manager) stopLoops() {
+	m.setMu.Lock()
+	m.running = nil
+	for _, st := range m.certs {
+		if st.stop != nil {
+			st.stop()
+			st.stop = nil
+		}
+	}
+	m.setMu.Unlock()
+	m.loops.Wait()
+}
+
 // setResolvers points lego's process-wide DNS resolver list at the configured ones;
 // doing it once here, before any order, keeps concurrent orders from racing on it.
 func (m *Manager) setResolvers() {
-	for _, spec := range m.cfg.Certificates {
+	for _, st := range m.snapshot() {
+		spec := st.spec
 		if r := spec.Solver.DNS.Resolvers; spec.Solver.Type == DNS01 && len(r) > 0 {
 			_ = dns01.AddRecursiveNameservers(r)(nil)
 			return
@@ -62,6 +88,8 @@ func (m *Manager) loop(ctx context.Context, st *certState) {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-st.wake:
+			t.Stop()
 		case <-t.C():
 		}
 	}

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -32,6 +33,55 @@ type Served struct {
 
 // Leaf returns the parsed leaf certificate.
 func (s Served) Leaf() *x509.Certificate { return s.leaf }
+
+// Store keeps certificates and ACME accounts. It follows certmagic's Storage contract:
+// a context on every method, a missing item reported as an error wrapping
+// fs.ErrNotExist, safe for concurrent use. Each save replaces the item as a whole
+// (readers see the old or the new one). FileStore keeps them in a directory;
+// edge/secretstore keeps them in Kubernetes Secrets.
+//
+// Certificate names are those of CertificateSpec: a label ("web") or, for specs added
+// with Manager.Ensure, a namespace-qualified "ns/name" the store maps as it sees fit.
+type Store interface {
+	// LoadCertificate returns the stored certificate of name; a missing one yields an
+	// error wrapping both ErrNoCertificate and fs.ErrNotExist.
+	LoadCertificate(ctx context.Context, name string) (Served, error)
+	SaveCertificate(ctx context.Context, sv Served) error
+	// LoadAccount returns the account of issuer; fs.ErrNotExist when it has no key yet.
+	LoadAccount(ctx context.Context, issuer string) (AccountData, error)
+	SaveAccount(ctx context.Context, issuer string, acct AccountData) error
+}
+
+// AccountData is an ACME account as stored: its key and the registration record.
+type AccountData struct {
+	// KeyPEM is the account's private key.
+	KeyPEM []byte
+	// Record is the JSON registration (directory URL + lego's resource); nil before
+	// the first registration. SaveAccount leaves a stored record alone when nil.
+	Record []byte
+}
+
+// FileStore keeps certificates under Dir/<name>/ and accounts under
+// Dir/accounts/<issuer>/, written atomically with keys 0600.
+type FileStore struct{ Dir string }
+
+var _ Store = FileStore{}
+
+// LoadCertificate implements Store.
+func (f FileStore) LoadCertificate(_ context.Context, name string) (Served, error) {
+	return certStore{dir: f.Dir}.loadCert(name)
+}
+
+// SaveCertificate implements Store.
+func (f FileStore) SaveCertificate(_ context.Context, sv Served) error {
+	return certStore{dir: f.Dir}.saveCert(sv)
+}
+
+// ParseServed checks that keyPEM matches the leaf of certPEM and returns what to serve;
+// stores other than FileStore build their answers with it.
+func ParseServed(name string, certPEM, keyPEM, caPEM []byte) (Served, error) {
+	return parseServed(name, certPEM, keyPEM, caPEM)
+}
 
 // certStore keeps certificates as files. Writes are atomic per file (write, fsync,
 // rename); a crash between the renames can leave a key that does not match the

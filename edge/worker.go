@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"time"
@@ -24,6 +25,8 @@ type certState struct {
 	spec    CertificateSpec
 	solver  solver
 	lockKey string
+	wake    chan struct{} // Resync: step now (buffered, 1)
+	stop    context.CancelFunc
 
 	mu          sync.Mutex
 	served      *Served
@@ -66,12 +69,12 @@ func (st *certState) leaf() *x509.Certificate {
 }
 
 func (m *Manager) want(st *certState) Want {
-	return Want{DNSNames: st.spec.DNSNames, KeyType: m.cfg.Issuers[st.spec.Issuer].KeyType}
+	return Want{DNSNames: st.spec.DNSNames, KeyType: m.issuerConfig(st.spec.Issuer).KeyType}
 }
 
 // step does what is due for st now and returns when to look again.
 func (m *Manager) step(ctx context.Context, st *certState) time.Time {
-	m.reload(st)
+	m.reload(ctx, st)
 	now := m.cfg.Clock.Now()
 	st.mu.Lock()
 	retryAt := st.retryAt
@@ -123,10 +126,16 @@ func (m *Manager) fail(st *certState, now time.Time, err error) time.Time {
 	return st.retryAt
 }
 
-// reload adopts a certificate on disk that differs from the served one: written by a
-// previous run, or by another process sharing Dir.
-func (m *Manager) reload(st *certState) {
-	sv, err := m.store.loadCert(st.spec.Name)
+// reload adopts a stored certificate that differs from the served one: written by a
+// previous run, or by another process sharing the store. When the stored copy is gone
+// (a deleted Secret) but a valid one is served, it is written back: restoring costs
+// nothing, while a new order could hit the CA's duplicate-certificate limit.
+func (m *Manager) reload(ctx context.Context, st *certState) {
+	sv, err := m.store.LoadCertificate(ctx, st.spec.Name)
+	if errors.Is(err, fs.ErrNotExist) {
+		m.restore(ctx, st)
+		return
+	}
 	if err != nil {
 		if !errors.Is(err, ErrNoCertificate) {
 			m.cfg.Logger.Warn("edge: load", logName, st.spec.Name, logErr, err)
@@ -144,6 +153,24 @@ func (m *Manager) reload(st *certState) {
 	}
 }
 
+// restore writes the served certificate of st back to the store while it is valid.
+func (m *Manager) restore(ctx context.Context, st *certState) {
+	st.mu.Lock()
+	served := st.served
+	st.mu.Unlock()
+	if served == nil || !m.cfg.Clock.Now().Before(served.NotAfter) {
+		return
+	}
+	if err := m.store.SaveCertificate(ctx, *served); err != nil {
+		m.cfg.Logger.Warn("edge: restore", logName, st.spec.Name, logErr, err)
+		return
+	}
+	m.cfg.Logger.Info("edge: restored deleted certificate", logName, st.spec.Name)
+	if m.cfg.Observer != nil {
+		m.cfg.Observer.CertificateStored(st.spec.Name, *served, true)
+	}
+}
+
 // refreshARI asks the CA for its renewal window when the last answer is stale.
 func (m *Manager) refreshARI(ctx context.Context, st *certState, now time.Time) {
 	st.mu.Lock()
@@ -152,7 +179,11 @@ func (m *Manager) refreshARI(ctx context.Context, st *certState, now time.Time) 
 	if leaf == nil || !due || noARI {
 		return
 	}
-	ans, err := m.issuers[st.spec.Issuer].RenewalInfo(ctx, leaf)
+	iss := m.issuer(st.spec.Issuer)
+	if iss == nil {
+		return
+	}
+	ans, err := iss.RenewalInfo(ctx, leaf)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch {
@@ -199,7 +230,7 @@ func (m *Manager) renew(ctx context.Context, st *certState, reason Reason) error
 		return err
 	}
 	defer unlock()
-	m.reload(st) // someone else may have renewed while we waited
+	m.reload(ctx, st) // someone else may have renewed while we waited
 	now := m.cfg.Clock.Now()
 	old := st.leaf()
 	st.mu.Lock()
@@ -213,7 +244,11 @@ func (m *Manager) renew(ctx context.Context, st *certState, reason Reason) error
 
 func (m *Manager) order(ctx context.Context, st *certState, old *x509.Certificate, reason Reason) error {
 	m.cfg.Logger.Info("edge: ordering", logName, st.spec.Name, logReason, reason)
-	key, err := newKey(m.cfg.Issuers[st.spec.Issuer].KeyType, m.cfg.Rand)
+	iss := m.issuer(st.spec.Issuer)
+	if iss == nil {
+		return fmt.Errorf("%w: unknown issuer %q", ErrInvalidConfig, st.spec.Issuer)
+	}
+	key, err := newKey(m.issuerConfig(st.spec.Issuer).KeyType, m.cfg.Rand)
 	if err != nil {
 		return fmt.Errorf("edge: key for %s: %w", st.spec.Name, err)
 	}
@@ -224,11 +259,11 @@ func (m *Manager) order(ctx context.Context, st *certState, old *x509.Certificat
 	st.mu.Lock()
 	st.orders++
 	st.mu.Unlock()
-	sv, err := m.issuers[st.spec.Issuer].Obtain(ctx, req)
+	sv, err := iss.Obtain(ctx, req)
 	if err != nil {
 		return err
 	}
-	if err := m.store.saveCert(sv); err != nil {
+	if err := m.store.SaveCertificate(ctx, sv); err != nil {
 		return err
 	}
 	st.mu.Lock()
@@ -237,6 +272,9 @@ func (m *Manager) order(ctx context.Context, st *certState, old *x509.Certificat
 	st.issuedAt = m.cfg.Clock.Now()
 	st.mu.Unlock()
 	m.cfg.Logger.Info("edge: issued", logName, st.spec.Name, slog.Time("not_after", sv.NotAfter))
+	if m.cfg.Observer != nil {
+		m.cfg.Observer.CertificateStored(st.spec.Name, sv, false)
+	}
 	m.notify()
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,8 +21,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	pb "istio.io/api/security/v1alpha1"
 
@@ -86,6 +89,30 @@ func (c *caClient) close() {
 	}
 }
 
+// BusyError means the CA shed the request and advised when to come back.
+type BusyError struct {
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("sds: CA busy, retry after %v: %v", e.RetryAfter, e.Err)
+}
+
+func (e *BusyError) Unwrap() error { return e.Err }
+
+// retryAfter reads the CA's advice (bounded: a hostile or broken server
+// cannot park an agent for long), defaulting to one second.
+func retryAfter(md metadata.MD) time.Duration {
+	const maxAdvice = time.Minute
+	if v := md.Get(service.RetryAfterKey); len(v) == 1 {
+		if ms, err := strconv.Atoi(v[0]); err == nil && ms > 0 {
+			return min(time.Duration(ms)*time.Millisecond, maxAdvice)
+		}
+	}
+	return time.Second
+}
+
 // connectParams keep gRPC's own reconnect delay short and bounded: the
 // agent's backoff (with jitter) decides how often the CA is asked.
 var connectParams = grpc.WithConnectParams(grpc.ConnectParams{
@@ -123,8 +150,12 @@ func (c *caClient) sign(ctx context.Context, req signRequest) (*x509svid.SVID, e
 	if err != nil {
 		return nil, err
 	}
-	resp, err := pb.NewIstioCertificateServiceClient(conn).CreateCertificate(ctx, in)
+	var trailer metadata.MD
+	resp, err := pb.NewIstioCertificateServiceClient(conn).CreateCertificate(ctx, in, grpc.Trailer(&trailer))
 	if err != nil {
+		if status.Code(err) == codes.ResourceExhausted {
+			return nil, &BusyError{RetryAfter: retryAfter(trailer), Err: err}
+		}
 		return nil, fmt.Errorf("sds: CreateCertificate: %w", err)
 	}
 	return c.parseAnswer(resp.GetCertChain(), req)

@@ -91,7 +91,14 @@ func (a *Agent) maintain(ctx context.Context, s slot) {
 			}
 			a.metrics.caFailures.Inc()
 			a.cfg.Logger.Warn("SVID renewal failed; retrying with backoff", attrID, s.id.String(), attrError, err.Error())
-			wake = NextAttempt(now, a.expireIfDue(s, now), Backoff(attempt, a.cfg.Jitter()))
+			wait := Backoff(attempt, a.cfg.Jitter())
+			var busy *BusyError
+			if errors.As(err, &busy) {
+				// The CA is shedding a storm: come back when it says, spread
+				// by jitter so that the shed callers do not return together.
+				wait = time.Duration(float64(busy.RetryAfter) * (1 + a.cfg.Jitter()))
+			}
+			wake = NextAttempt(now, a.expireIfDue(s, now), wait)
 			attempt++
 		}
 		if !a.sleepUntil(ctx, wake) {

@@ -1,6 +1,8 @@
 package sds_test
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -55,4 +57,11 @@ func TestNextAttemptNeverPassesExpiry(t *testing.T) {
 	require.Equal(t, now.Add(time.Second), sds.NextAttempt(now, now.Add(time.Hour), time.Second))
 	require.Equal(t, now.Add(10*time.Second), sds.NextAttempt(now, now.Add(10*time.Second), time.Minute))
 	require.Equal(t, now.Add(time.Minute), sds.NextAttempt(now, time.Time{}, time.Minute), "no SVID yet")
+}
+
+func TestBusyErrorCarriesAdvice(t *testing.T) {
+	err := error(&sds.BusyError{RetryAfter: 500 * time.Millisecond, Err: errors.New("shed")})
+	var busy *sds.BusyError
+	require.ErrorAs(t, fmt.Errorf("wrapped: %w", err), &busy)
+	require.Equal(t, 500*time.Millisecond, busy.RetryAfter)
 }

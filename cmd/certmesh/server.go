@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -25,9 +26,11 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	var sf serverFlags
 	var ef edgeFlags
 	var kf kubeFlags
+	var mf meshFlags
 	sf.register(fs)
 	ef.register(fs)
 	kf.register(fs)
+	mf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -48,15 +51,41 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if mf.ingress && edgeMgr != nil {
+		return errors.New("--ingress and --edge-domain/--edge-config both want --http01-addr: use one")
+	}
+	prev := cfg.StatusExtra
+	cfg.StatusExtra = func() map[string]any {
+		out := map[string]any{}
+		if prev != nil {
+			maps.Copy(out, prev())
+		}
+		maps.Copy(out, mf.status())
+		return out
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err
+	}
+	runners, err := mf.build(srv, cfg.Kubernetes, ef.http01Addr, log)
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	for name, run := range runners.leader {
+		if err := srv.Leader.Add(name, run); err != nil {
+			_ = srv.Close()
+			return err
+		}
 	}
 	var ready atomic.Bool
 	ready.Store(true) // the CA is loaded once New returns
 	fmt.Fprintf(out, "certmesh CA for %s listening on %s (admin socket %s)\n", cfg.TrustDomain.Name(), srv.Addr(), srv.AdminSocket())
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(ctx) })
+	for _, run := range runners.every {
+		g.Go(func() error { return run(ctx) })
+	}
 	if edgeMgr != nil {
 		g.Go(func() error { return edgeMgr.Run(ctx) })
 	}

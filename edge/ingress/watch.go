@@ -1,0 +1,86 @@
+package ingress
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// watch registers the event handlers; every one of them only enqueues keys.
+func (c *Controller) watch() error {
+	ing := c.informer.Networking().V1().Ingresses()
+	c.ingLister = ing.Lister()
+	if _, err := ing.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueue,
+		UpdateFunc: func(_, obj any) { c.enqueue(obj) },
+		DeleteFunc: c.enqueue,
+	}); err != nil {
+		return fmt.Errorf("ingress: watch ingresses: %w", err)
+	}
+	if _, err := c.secrets.Core().V1().Secrets().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: c.secretDeleted,
+	}); err != nil {
+		return fmt.Errorf("ingress: watch secrets: %w", err)
+	}
+	if _, err := c.config.Core().V1().ConfigMaps().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.enqueueAll() },
+		UpdateFunc: func(any, any) { c.enqueueAll() },
+		DeleteFunc: func(any) { c.enqueueAll() },
+	}); err != nil {
+		return fmt.Errorf("ingress: watch issuers: %w", err)
+	}
+	return nil
+}
+
+func (c *Controller) enqueue(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err == nil {
+		c.queue.Add(key)
+	}
+}
+
+func (c *Controller) enqueueAll() {
+	for _, key := range c.informer.Networking().V1().Ingresses().Informer().GetStore().ListKeys() {
+		c.queue.Add(key)
+	}
+}
+
+// secretDeleted enqueues the Ingress owning a deleted certificate Secret; its
+// ProcessItem wakes the certificate, whose Manager writes the Secret back.
+func (c *Controller) secretDeleted(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	owner, ok := c.owners[key] // a certificate name is the Secret's namespace/name
+	c.mu.Unlock()
+	if ok {
+		c.queue.Add(owner)
+	}
+}
+
+// issuers parses the issuers ConfigMap from the informer's cache; credential Secrets
+// are read from the API (they are few, and certmesh does not cache Secrets it does not
+// manage).
+func (c *Controller) issuers(ctx context.Context) (map[string]Issuer, error) {
+	cm, err := c.config.Core().V1().ConfigMaps().Lister().ConfigMaps(c.cfg.Namespace).Get(IssuersConfigMap)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: ConfigMap %s/%s not found", ErrInvalidIssuers, c.cfg.Namespace, IssuersConfigMap)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ingress: issuers: %w", err)
+	}
+	return ParseIssuers(ctx, []byte(cm.Data[IssuersKey]), c.readSecret)
+}
+
+func (c *Controller) readSecret(ctx context.Context, name string) (map[string][]byte, error) {
+	sec, err := c.cfg.Client.CoreV1().Secrets(c.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return sec.Data, nil
+}
