@@ -71,7 +71,9 @@ type Config struct {
 	// MaxConcurrentOrders bounds simultaneous orders (default 16) so a large batch does
 	// not flood the CA.
 	MaxConcurrentOrders int
-	Clock               clock.Clock
+	// OrderMetrics, if set, records order durations and failures by type.
+	OrderMetrics *OrderMetrics
+	Clock        clock.Clock
 	// Rand is used for keys and for the point chosen inside an ARI window.
 	Rand   io.Reader
 	Logger *slog.Logger

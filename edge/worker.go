@@ -121,6 +121,7 @@ func (m *Manager) fail(st *certState, now time.Time, err error) time.Time {
 	defer st.mu.Unlock()
 	st.failures++
 	st.lastErr = err
+	m.cfg.OrderMetrics.observeFailure(err)
 	st.retryAt = now.Add(m.cfg.Backoff.Delay(now, st.failures, err))
 	m.cfg.Logger.Warn("edge: order failed", logName, st.spec.Name, logErr, err, logRetry, st.retryAt)
 	return st.retryAt
@@ -259,7 +260,9 @@ func (m *Manager) order(ctx context.Context, st *certState, old *x509.Certificat
 	st.mu.Lock()
 	st.orders++
 	st.mu.Unlock()
+	start := m.cfg.Clock.Now()
 	sv, err := iss.Obtain(ctx, req)
+	m.cfg.OrderMetrics.observeOrder(m.cfg.Clock.Now().Sub(start), err)
 	if err != nil {
 		return err
 	}

@@ -130,6 +130,7 @@ func newEdge(ef *edgeFlags, dir string, log *slog.Logger, cfg *server.Config) (*
 	if err != nil || !ok {
 		return nil, err
 	}
+	edgeCfg.OrderMetrics = edge.NewOrderMetrics(cfg.Registerer)
 	m, err := edge.New(edgeCfg)
 	if err != nil {
 		return nil, err
