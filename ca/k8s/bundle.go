@@ -27,6 +27,9 @@ import (
 const (
 	BundleConfigMapName = "certmesh-trust-bundle"
 	BundleKey           = "ca.crt"
+	// EnvoyBootstrapKey carries the sidecar Envoy bootstrap in the same
+	// ConfigMap, so that every namespace has what injected pods mount.
+	EnvoyBootstrapKey = "envoy-sidecar.yaml"
 	// clusterTrustBundleKey is the work-queue key of the ClusterTrustBundle;
 	// namespace names cannot contain '/', so it never clashes.
 	clusterTrustBundleKey = "/clustertrustbundle"
@@ -47,7 +50,10 @@ type PublisherConfig struct {
 	// certificates.k8s.io/v1 ClusterTrustBundles (default on; set
 	// DisableClusterTrustBundle to skip).
 	DisableClusterTrustBundle bool
-	Logger                    *slog.Logger
+	// EnvoyBootstrap, when set, is published beside the bundle under
+	// EnvoyBootstrapKey (deploy/envoy/sidecar.yaml).
+	EnvoyBootstrap []byte
+	Logger         *slog.Logger
 }
 
 // Publisher keeps the ConfigMap certmesh-trust-bundle (key ca.crt) in every
@@ -192,26 +198,49 @@ func (p *Publisher) ProcessItem(ctx context.Context, key string) error {
 		return err
 	case err != nil:
 		return err
-	case configMapCurrent(cm, want):
+	case dataCurrent(cm, p.desiredData(want)):
 		return nil
 	}
 	upd := cm.DeepCopy()
-	upd.Data = map[string]string{BundleKey: string(want)}
+	upd.Data = p.desiredData(want)
 	upd.Labels = mergeLabel(upd.Labels)
 	_, err = p.cfg.Client.CoreV1().ConfigMaps(key).Update(ctx, upd, metav1.UpdateOptions{})
 	return err
 }
 
-// configMapCurrent is the pure decision: does cm already publish want?
+// configMapCurrent is the pure decision: does cm already publish want
+// (and nothing else)?
 func configMapCurrent(cm *corev1.ConfigMap, want []byte) bool {
-	return len(cm.Data) == 1 && cm.Data[BundleKey] == string(want) && len(cm.BinaryData) == 0
+	return dataCurrent(cm, map[string]string{BundleKey: string(want)})
+}
+
+// dataCurrent reports whether cm holds exactly data.
+func dataCurrent(cm *corev1.ConfigMap, data map[string]string) bool {
+	if len(cm.Data) != len(data) || len(cm.BinaryData) != 0 {
+		return false
+	}
+	for k, v := range data {
+		if cm.Data[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// desiredData is what every namespace's ConfigMap holds.
+func (p *Publisher) desiredData(pem []byte) map[string]string {
+	data := map[string]string{BundleKey: string(pem)}
+	if len(p.cfg.EnvoyBootstrap) > 0 {
+		data[EnvoyBootstrapKey] = string(p.cfg.EnvoyBootstrap)
+	}
+	return data
 }
 
 func (p *Publisher) desiredConfigMap(ns string, pem []byte) *corev1.ConfigMap {
 	return &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: BundleConfigMapName, Namespace: ns, Labels: mergeLabel(nil),
 			Annotations: map[string]string{TrustDomainAnnotation: p.cfg.TrustDomain.Name()}},
-		Data: map[string]string{BundleKey: string(pem)},
+		Data: p.desiredData(pem),
 	}
 }
 

@@ -50,4 +50,7 @@ func TestConfigMapCurrent(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.ok, configMapCurrent(&tc.cm, want)) })
 	}
+	withEnvoy := map[string]string{BundleKey: "PEM", EnvoyBootstrapKey: "static_resources: {}"}
+	require.True(t, dataCurrent(&corev1.ConfigMap{Data: withEnvoy}, withEnvoy))
+	require.False(t, dataCurrent(&corev1.ConfigMap{Data: map[string]string{BundleKey: "PEM"}}, withEnvoy), "bootstrap missing")
 }

@@ -31,6 +31,9 @@ type KubernetesConfig struct {
 	// publisher (another tool distributes the bundle).
 	DisableBundlePublication  bool
 	DisableClusterTrustBundle bool
+	// EnvoyBootstrap is published beside the bundle in every namespace, for
+	// the pods the webhook injects.
+	EnvoyBootstrap []byte
 }
 
 // kube is the Kubernetes part of a Server.
@@ -85,7 +88,7 @@ func (s *Server) setupKubernetes() error {
 	if !k.DisableBundlePublication {
 		pub, err := cak8s.NewPublisher(cak8s.PublisherConfig{
 			Client: k.Client, Bundle: s.CA, TrustDomain: s.cfg.TrustDomain,
-			DisableClusterTrustBundle: k.DisableClusterTrustBundle, Logger: s.cfg.Logger,
+			DisableClusterTrustBundle: k.DisableClusterTrustBundle, EnvoyBootstrap: k.EnvoyBootstrap, Logger: s.cfg.Logger,
 		})
 		if err != nil {
 			return err

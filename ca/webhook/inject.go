@@ -34,22 +34,28 @@ const (
 
 // Names of what is injected.
 const (
-	AgentContainer  = "certmesh-agent"
-	EnvoyContainer  = "certmesh-envoy"
-	SocketVolume    = "certmesh-socket"
-	TokenVolume     = "certmesh-token"
-	BundleVolume    = "certmesh-trust-bundle"
-	EnvoyVolume     = "certmesh-envoy-bootstrap"
-	SocketDir       = "/var/run/certmesh"
-	SocketPath      = SocketDir + "/agent.sock"
-	TokenDir        = "/var/run/secrets/certmesh"
-	TokenFile       = "token"
-	BundleDir       = "/etc/certmesh/bundle"
-	BundleKey       = "ca.crt"
-	EnvoyConfigDir  = "/etc/envoy"
-	EnvoyConfigKey  = "sidecar.yaml"
-	DefaultBundleCM = "certmesh-trust-bundle"
-	DefaultEnvoyCM  = "certmesh-envoy-sidecar"
+	AgentContainer = "certmesh-agent"
+	EnvoyContainer = "certmesh-envoy"
+	SocketVolume   = "certmesh-socket"
+	TokenVolume    = "certmesh-token"
+	BundleVolume   = "certmesh-trust-bundle"
+	EnvoyVolume    = "certmesh-envoy-bootstrap"
+	SocketDir      = "/var/run/certmesh"
+	SocketPath     = SocketDir + "/agent.sock"
+	TokenDir       = "/var/run/secrets/certmesh"
+	TokenFile      = "token"
+	BundleDir      = "/etc/certmesh/bundle"
+	BundleKey      = "ca.crt"
+	EnvoyConfigDir = "/etc/envoy"
+	EnvoyConfigKey = "sidecar.yaml"
+	// EnvoyBootstrapKey is where the bundle publisher puts the bootstrap in
+	// the per-namespace ConfigMap (ca/k8s.EnvoyBootstrapKey).
+	EnvoyBootstrapKey = "envoy-sidecar.yaml"
+	DefaultBundleCM   = "certmesh-trust-bundle"
+	// DefaultEnvoyCM is the per-namespace ConfigMap the server publishes
+	// (with the trust bundle), so injected pods find their bootstrap in
+	// every namespace.
+	DefaultEnvoyCM = "certmesh-trust-bundle"
 )
 
 // Config says what to inject.
@@ -67,8 +73,9 @@ type Config struct {
 	// BundleConfigMap holds the trust bundle under key ca.crt in every namespace
 	// (default certmesh-trust-bundle, published by the server).
 	BundleConfigMap string
-	// EnvoyConfigMap holds deploy/envoy/sidecar.yaml under key sidecar.yaml
-	// (default certmesh-envoy-sidecar).
+	// EnvoyConfigMap holds deploy/envoy/sidecar.yaml under key
+	// envoy-sidecar.yaml in the pod's namespace (default: the published
+	// certmesh-trust-bundle).
 	EnvoyConfigMap string
 }
 

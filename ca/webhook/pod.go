@@ -87,7 +87,7 @@ func volumes(cfg Config) []corev1.Volume {
 		}}},
 		{Name: EnvoyVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: cfg.EnvoyConfigMap},
-			Items:                []corev1.KeyToPath{{Key: EnvoyConfigKey, Path: EnvoyConfigKey}},
+			Items:                []corev1.KeyToPath{{Key: EnvoyBootstrapKey, Path: EnvoyConfigKey}},
 		}}},
 	}
 }

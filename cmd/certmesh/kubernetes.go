@@ -34,6 +34,7 @@ type kubeFlags struct {
 	lease             string
 	clusterDomain     string
 	noBundles         bool
+	envoyBootstrap    string
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet) {
@@ -48,6 +49,7 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.lease, "leader-lease", "", "name of the leader election Lease (default certmesh-leader)")
 	fs.StringVar(&k.clusterDomain, "cluster-domain", k8sid.DefaultClusterDomain, "cluster DNS domain for Service names in SVIDs")
 	fs.BoolVar(&k.noBundles, "no-bundle-publication", false, "do not publish the trust bundle as ConfigMaps/ClusterTrustBundle")
+	fs.StringVar(&k.envoyBootstrap, "envoy-bootstrap", "", "sidecar Envoy bootstrap (deploy/envoy/sidecar.yaml) to publish in every namespace beside the bundle, for injected pods")
 }
 
 // restConfig loads --kubeconfig, else the in-cluster configuration.
@@ -116,6 +118,13 @@ func (k *kubeFlags) apply(cfg *server.Config, log *slog.Logger) error {
 	cfg.Kubernetes = &server.KubernetesConfig{
 		Client: client, Namespace: k.resolveNamespace(), Identity: k.resolvePodName(),
 		SecretName: k.caSecret, LeaseName: k.lease, DisableBundlePublication: k.noBundles,
+	}
+	if k.envoyBootstrap != "" {
+		b, err := os.ReadFile(k.envoyBootstrap)
+		if err != nil {
+			return fmt.Errorf("--envoy-bootstrap: %w", err)
+		}
+		cfg.Kubernetes.EnvoyBootstrap = b
 	}
 	log.Info("Kubernetes mode", "namespace", cfg.Kubernetes.Namespace, "identity", cfg.Kubernetes.Identity, "token_audience", att.Audience())
 	return nil

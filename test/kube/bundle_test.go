@@ -2,6 +2,7 @@ package kube_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -28,13 +29,18 @@ func bundleIs(ns string, want []byte) func() bool {
 // a rotation updates it — and as a ClusterTrustBundle.
 func TestBundlePublication(t *testing.T) {
 	home := cluster.Namespace(t)
-	srv := startServer(t, serverOpts{ns: home})
+	envoy, err := os.ReadFile("../../deploy/envoy/sidecar.yaml")
+	require.NoError(t, err)
+	srv := startServer(t, serverOpts{ns: home, envoy: envoy})
 	waitFor(t, 10*time.Second, "leader", srv.Leader.IsLeader)
 	waitFor(t, 10*time.Second, "bundle in the server's namespace", bundleIs(home, srv.CA.BundlePEM()))
 
 	ns := cluster.Namespace(t)
 	took := waitFor(t, 10*time.Second, "bundle in a new namespace", bundleIs(ns, srv.CA.BundlePEM()))
 	t.Logf("ConfigMap in a new namespace after %v", took)
+	published, err := bundleConfigMap(ns)
+	require.NoError(t, err)
+	require.Equal(t, string(envoy), published.Data[cak8s.EnvoyBootstrapKey], "injected pods find the Envoy bootstrap in every namespace")
 
 	require.NoError(t, cluster.Client.CoreV1().ConfigMaps(ns).Delete(context.Background(), cak8s.BundleConfigMapName, metav1.DeleteOptions{}))
 	took = waitFor(t, 10*time.Second, "deleted ConfigMap recreated", bundleIs(ns, srv.CA.BundlePEM()))

@@ -168,6 +168,7 @@ func TestWebhookInjectsOptedInPods(t *testing.T) {
 	require.Equal(t, "spiffe://example.org", vols[webhook.TokenVolume].Projected.Sources[0].ServiceAccountToken.Audience)
 	require.Equal(t, webhook.DefaultBundleCM, vols[webhook.BundleVolume].ConfigMap.Name)
 	require.Equal(t, webhook.DefaultEnvoyCM, vols[webhook.EnvoyVolume].ConfigMap.Name)
+	require.Equal(t, webhook.EnvoyBootstrapKey, vols[webhook.EnvoyVolume].ConfigMap.Items[0].Key, "the bootstrap published beside the bundle")
 
 	// A pod in a namespace that did not opt in: the webhook is called and leaves it alone.
 	before := r.calls.Load()
