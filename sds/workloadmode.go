@@ -66,6 +66,9 @@ const AttestorPod = "pod"
 // emptyDir), which is what makes "same pod" the proof.
 type PodAttestor struct {
 	Agent *Agent
+	// EdgeCertificates are the edge certificates the pod may fetch over SDS
+	// (an ingress gateway's Secrets, "namespace/name").
+	EdgeCertificates []string
 }
 
 var _ identity.Attestor = PodAttestor{}
@@ -79,5 +82,5 @@ func (p PodAttestor) Attest(_ context.Context, cred identity.Credential) (identi
 	if !ok {
 		return identity.Identity{}, fmt.Errorf("%w (caller %s)", ErrNoOwnIdentity, cred.Peer)
 	}
-	return identity.Identity{ID: id, Attestor: AttestorPod}, nil
+	return identity.Identity{ID: id, Attestor: AttestorPod, EdgeCertificates: p.EdgeCertificates}, nil
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/certmesh/certmesh/identity"
@@ -36,4 +38,14 @@ func TestPodAttestorBeforeIdentity(t *testing.T) {
 	require.ErrorIs(t, err, ErrNoOwnIdentity)
 	_, err = PodAttestor{Agent: a}.Attest(context.Background(), identity.Credential{BearerToken: "x"})
 	require.ErrorIs(t, err, identity.ErrNotApplicable)
+}
+
+func TestPodAttestorGrantsTheGatewaysEdgeSecrets(t *testing.T) {
+	id := spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/gateway")
+	a := &Agent{own: &x509svid.SVID{ID: id}}
+	got, err := PodAttestor{Agent: a, EdgeCertificates: []string{"shop/shop-tls"}}.Attest(context.Background(),
+		identity.Credential{Peer: &identity.PeerCred{UID: 1337}})
+	require.NoError(t, err)
+	require.Equal(t, id, got.ID)
+	require.Equal(t, []string{"shop/shop-tls"}, got.EdgeCertificates, "SDS serves the gateway its edge Secrets")
 }

@@ -28,6 +28,8 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	regsPath := fs.String("registrations", "", "registrations of this node's workloads")
 	svidTTL := fs.Duration("svid-ttl", 0, "SVID lifetime to ask for (default: the CA's)")
 	metricsAddr := fs.String("metrics", "", "address for /metrics, /healthz and /readyz (off when empty)")
+	edgeSecretList := fs.String("edge-secret", "", "workload mode, ingress gateway: kubernetes.io/tls Secrets (namespace/name,…) to serve over SDS under that name")
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "with --edge-secret: kubeconfig file (default: in-cluster configuration)")
 	var lf logFlags
 	lf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -43,7 +45,14 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	if workloadMode && *regsPath != "" {
 		return errors.New("agent: --registrations is for node mode; with --token-file the pod has one identity")
 	}
+	if *edgeSecretList != "" && !workloadMode {
+		return errors.New("agent: --edge-secret is for a gateway pod's agent (--token-file)")
+	}
 	log, err := lf.logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	edgeWatcher, err := edgeSecrets(*edgeSecretList, *kubeconfig, log)
 	if err != nil {
 		return err
 	}
@@ -72,18 +81,26 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 		attestor = &identity.PeerAttestor{Registrations: regs}
 	}
 	reg := newRegistry()
-	agent, err := sds.New(sds.Config{
+	agentCfg := sds.Config{
 		TrustDomain: td, ServerAddr: *serverAddr, TrustBundle: roots, Credential: cred,
 		Workloads: workloads, SVIDTTL: *svidTTL, Logger: log, Registerer: reg,
-	})
+	}
+	var edgeNames []string
+	if edgeWatcher != nil {
+		agentCfg.Edge, edgeNames = edgeWatcher, edgeWatcher.Names()
+	}
+	agent, err := sds.New(agentCfg)
 	if err != nil {
 		return err
 	}
 	if workloadMode {
-		attestor = podAttestor(agent)
+		attestor = podAttestor(agent, edgeNames)
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return agent.Run(ctx) })
+	if edgeWatcher != nil {
+		g.Go(func() error { return edgeWatcher.Run(ctx) })
+	}
 	g.Go(func() error {
 		return sds.ServeEndpoints(ctx, sds.EndpointsConfig{Socket: *socket, Agent: agent, Attestor: attestor, Logger: log, Registerer: reg})
 	})
