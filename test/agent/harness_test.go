@@ -98,6 +98,7 @@ func startDevWith(t testing.TB, dir, regs string, extra ...string) *dev {
 	require.NoError(t, err)
 	d := &dev{cmd: cmd, dir: dir, done: make(chan error, 1), stderr: &strings.Builder{}}
 	cmd.Stderr = d.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test binary
 	require.NoError(t, cmd.Start())
 	lines := make(chan string, 16)
 	go func() {
@@ -143,6 +144,6 @@ func (d *dev) stop(t testing.TB) {
 // runAs runs the test workload program as uid.
 func runAs(ctx context.Context, uid uint32, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, bin.workload, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}, Pdeathsig: syscall.SIGKILL}
 	return cmd
 }

@@ -144,7 +144,10 @@ func start(t testing.TB, uid int, name string, args ...string) *proc {
 	cmd := exec.Command(name, args...)
 	if uid >= 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL // never outlive the test binary
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	p := &proc{cmd: cmd, lines: make(chan string, 1024), stderr: &strings.Builder{}, done: make(chan error, 1)}

@@ -66,6 +66,10 @@ func start(t testing.TB, s spec) *proc {
 	}
 	p := &proc{name: s.name, cmd: cmd, out: &logBuf{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = p.out, p.out, s.stdin
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL // never outlive the test binary
 	require.NoError(t, cmd.Start(), "start %s", s.name)
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() { p.stop() })
