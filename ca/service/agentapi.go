@@ -53,40 +53,36 @@ func (a *AgentAPI) Register(g *grpc.Server) { workloadpb.RegisterSpiffeWorkloadA
 
 // FetchX509Bundles streams the trust bundle, again on every change.
 func (a *AgentAPI) FetchX509Bundles(_ *workloadpb.X509BundlesRequest, stream workloadpb.SpiffeWorkloadAPI_FetchX509BundlesServer) error {
-	for {
-		changed := a.ca.BundleChanged()
+	return a.streamBundle(stream.Context(), func(td string) error {
 		var der []byte
 		for _, r := range a.ca.Roots() {
 			der = append(der, r.Raw...)
 		}
-		td := a.ca.TrustDomain().IDString()
-		if err := stream.Send(&workloadpb.X509BundlesResponse{Bundles: map[string][]byte{td: der}}); err != nil {
-			return err
-		}
-		select {
-		case <-stream.Context().Done():
-			return nil
-		case <-a.stop:
-			return status.Error(codes.Unavailable, "server shutting down")
-		case <-changed:
-		}
-	}
+		return stream.Send(&workloadpb.X509BundlesResponse{Bundles: map[string][]byte{td: der}})
+	})
 }
 
 // FetchJWTBundles streams the JWT bundle (JWKS), again on every change.
 func (a *AgentAPI) FetchJWTBundles(_ *workloadpb.JWTBundlesRequest, stream workloadpb.SpiffeWorkloadAPI_FetchJWTBundlesServer) error {
-	for {
-		changed := a.ca.BundleChanged()
+	return a.streamBundle(stream.Context(), func(td string) error {
 		jwks, err := a.ca.JWTBundle().Marshal()
 		if err != nil {
 			return a.svc.refuse(stream.Context(), err)
 		}
-		td := a.ca.TrustDomain().IDString()
-		if err := stream.Send(&workloadpb.JWTBundlesResponse{Bundles: map[string][]byte{td: jwks}}); err != nil {
+		return stream.Send(&workloadpb.JWTBundlesResponse{Bundles: map[string][]byte{td: jwks}})
+	})
+}
+
+// streamBundle sends the current bundle, then again at every change, until
+// the client goes away or the server stops.
+func (a *AgentAPI) streamBundle(ctx context.Context, send func(td string) error) error {
+	for {
+		changed := a.ca.BundleChanged()
+		if err := send(a.ca.TrustDomain().IDString()); err != nil {
 			return err
 		}
 		select {
-		case <-stream.Context().Done():
+		case <-ctx.Done():
 			return nil
 		case <-a.stop:
 			return status.Error(codes.Unavailable, "server shutting down")
