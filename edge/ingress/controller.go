@@ -1,9 +1,10 @@
-// Package ingress obtains ACME certificates for Kubernetes Ingress objects and keeps
-// them in the kubernetes.io/tls Secrets the Ingresses name, in cert-manager's shape:
-// informers are synced before any work, every change enqueues the Ingress's key, and
-// an idempotent ProcessItem gathers inputs, applies pure policy (IssuerName,
-// DesiredCertificates) and hands the result to an edge.Manager, whose loops order,
-// renew and store through the Secret store.
+// Package ingress obtains ACME certificates for the objects that expose a cluster's
+// hosts — networking.k8s.io Ingresses, and Gateway API Gateways when their CRD is
+// served — and keeps them in the kubernetes.io/tls Secrets those objects name, in
+// cert-manager's shape: informers are synced before any work, every change enqueues
+// the object's Key, and an idempotent ProcessItem gathers inputs, applies pure policy
+// (IssuerName, DesiredCertificates, GatewayCertificates) and hands the result to an
+// edge.Manager, whose loops order, renew and store through the Secret store.
 //
 // It must run on one replica at a time (the leader): Run is a func(ctx) error that a
 // leader-election runner starts when this replica leads and cancels when it stops.
@@ -22,7 +23,6 @@ import (
 	"sync"
 	"time"
 
-	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/certmesh/certmesh/edge"
 	"github.com/certmesh/certmesh/edge/secretstore"
@@ -42,9 +43,15 @@ type Config struct {
 	// Namespace is certmesh's own: the issuers ConfigMap, credential Secrets and ACME
 	// account Secrets live there.
 	Namespace string
-	// IngressNamespace limits the controller to the Ingresses (and Secrets) of one
-	// namespace, as cert-manager's --namespace does (default: all namespaces).
+	// IngressNamespace limits the controller to the Ingresses, Gateways (and Secrets)
+	// of one namespace, as cert-manager's --namespace does (default: all namespaces).
 	IngressNamespace string
+	// Gateways, when set, makes the controller watch Gateway API Gateways too. The
+	// CRD is optional: until discovery serves gateway.networking.k8s.io/v1 gateways,
+	// the controller asks again every GatewayAPIPoll (default 1m), so installing the
+	// Gateway API after certmesh needs no restart.
+	Gateways       gatewayclient.Interface
+	GatewayAPIPoll time.Duration
 	// Edge is the base of the edge.Manager's configuration: HTTP01Addr (the solver
 	// listener), HTTPClient, Backoff, DNSProviders, Rand... Store, Observer, Issuers
 	// and Certificates are the controller's and must be left empty.
@@ -69,7 +76,7 @@ type Config struct {
 }
 
 // Controller keeps a certificate in the Secret of every spec.tls entry of every
-// annotated Ingress.
+// annotated Ingress, and of every TLS listener of every annotated Gateway.
 type Controller struct {
 	cfg       Config
 	mgr       *edge.Manager
@@ -79,11 +86,12 @@ type Controller struct {
 	secrets   informers.SharedInformerFactory // certmesh-managed Secrets, all namespaces
 	config    informers.SharedInformerFactory // the issuers ConfigMap only
 	ingLister networkinglisters.IngressLister
-	queue     workqueue.TypedRateLimitingInterface[string]
+	gateways  *gatewayWatch // nil without Config.Gateways
+	queue     workqueue.TypedRateLimitingInterface[Key]
 
 	mu     sync.Mutex
-	owners map[string]string   // certificate name → Ingress key
-	owned  map[string][]string // Ingress key → certificate names
+	owners map[string]Key   // certificate name → the object asking for it
+	owned  map[Key][]string // object → certificate names
 }
 
 // New validates cfg and builds the Controller and its edge.Manager; it starts nothing.
@@ -100,8 +108,11 @@ func New(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	c := &Controller{
-		cfg: cfg, store: store, owners: map[string]string{}, owned: map[string][]string{},
-		backend: &solverBackend{client: cfg.Client, podIP: cfg.SolverPodIP, port: solverPort(cfg.Edge.HTTP01Addr)},
+		cfg: cfg, store: store, owners: map[string]Key{}, owned: map[Key][]string{},
+		backend: &solverBackend{client: cfg.Client, gateways: cfg.Gateways, podIP: cfg.SolverPodIP, port: solverPort(cfg.Edge.HTTP01Addr)},
+	}
+	if cfg.Gateways != nil {
+		c.gateways = &gatewayWatch{}
 	}
 	if cfg.SelfCheck != nil {
 		c.backend.check = &selfCheck{client: cfg.SelfCheck, clock: cfg.Clock, interval: time.Second, timeout: cfg.SelfCheckTimeout}
@@ -142,6 +153,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 10 * time.Minute
 	}
+	if cfg.GatewayAPIPoll <= 0 {
+		cfg.GatewayAPIPoll = time.Minute
+	}
 	if cfg.ReportingInstance == "" {
 		cfg.ReportingInstance = "certmesh"
 	}
@@ -167,8 +181,8 @@ func solverPort(addr string) int32 {
 // (Lookup, Changed) and for mounting HTTP01Handler elsewhere.
 func (c *Controller) Manager() *edge.Manager { return c.mgr }
 
-// Run watches Ingresses, their Secrets and the issuers ConfigMap, and keeps the
-// certificates until ctx ends. It is meant to run on the leader only. It returns
+// Run watches Ingresses (and Gateways), their Secrets and the issuers ConfigMap, and
+// keeps the certificates until ctx ends. It is meant to run on the leader only. It returns
 // early with the Manager's error when the HTTP-01 solver cannot listen.
 func (c *Controller) Run(ctx context.Context) error {
 	stop, err := c.start(ctx)
@@ -189,6 +203,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	for range c.cfg.Workers {
 		wg.Go(func() { c.work(ctx) })
 	}
+	if c.gateways != nil {
+		wg.Go(func() { c.runGateways(ctx) })
+	}
 	<-ctx.Done()
 	c.queue.ShutDown()
 	wg.Wait()
@@ -200,8 +217,8 @@ func (c *Controller) Run(ctx context.Context) error {
 // returned func stops them (call it even on error).
 func (c *Controller) start(ctx context.Context) (func(), error) {
 	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "certmesh-ingress", Clock: c.cfg.Clock})
+		workqueue.DefaultTypedControllerRateLimiter[Key](),
+		workqueue.TypedRateLimitingQueueConfig[Key]{Name: "certmesh-ingress", Clock: c.cfg.Clock})
 	factories := []informers.SharedInformerFactory{c.informer, c.secrets, c.config}
 	stopCh := make(chan struct{})
 	stop := func() {
@@ -230,7 +247,7 @@ func (c *Controller) work(ctx context.Context) {
 			return
 		}
 		if err := c.ProcessItem(ctx, key); err != nil && ctx.Err() == nil {
-			c.cfg.Logger.Warn("ingress: process", "key", key, "err", err)
+			c.cfg.Logger.Warn("ingress: process", "object", key.String(), "err", err)
 			c.queue.AddRateLimited(key)
 		} else {
 			c.queue.Forget(key)
@@ -247,68 +264,94 @@ func (c *Controller) synced() []cache.InformerSynced {
 	}
 }
 
-// ProcessItem brings the certificates of one Ingress ("namespace/name") in line with
-// it. It is idempotent: running it twice changes nothing the second time.
-func (c *Controller) ProcessItem(ctx context.Context, key string) error {
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
+// ProcessItem brings the certificates of one object in line with it. It is
+// idempotent: running it twice changes nothing the second time.
+func (c *Controller) ProcessItem(ctx context.Context, key Key) error {
+	src, found, err := c.lookup(key)
 	if err != nil {
-		return nil // a malformed key never becomes valid
+		return err
 	}
-	ing, err := c.ingLister.Ingresses(ns).Get(name)
-	if apierrors.IsNotFound(err) {
+	if !found {
 		c.release(key, nil)
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("ingress: get %s: %w", key, err)
-	}
-	issuerName, ok := IssuerName(ing.Annotations)
+	issuerName, ok := IssuerName(src.annotations)
 	if !ok {
 		c.release(key, nil)
 		return nil
 	}
 	issuers, err := c.issuers(ctx)
 	if err != nil {
-		c.event(ctx, ing, eventWarning, ReasonBadIssuer, err.Error())
+		c.event(ctx, src.reference(), eventWarning, ReasonBadIssuer, err.Error())
 		return err
 	}
 	iss, ok := issuers[issuerName]
 	if !ok {
-		c.event(ctx, ing, eventWarning, ReasonBadIssuer, fmt.Sprintf("issuer %q is not in ConfigMap %s/%s", issuerName, c.cfg.Namespace, IssuersConfigMap))
-		return nil // the ConfigMap's next change re-enqueues every Ingress
+		c.event(ctx, src.reference(), eventWarning, ReasonBadIssuer, fmt.Sprintf("issuer %q is not in ConfigMap %s/%s", issuerName, c.cfg.Namespace, IssuersConfigMap))
+		return nil // the ConfigMap's next change re-enqueues every object
 	}
 	if err := c.mgr.EnsureIssuer(issuerName, iss.ACME); err != nil {
-		c.event(ctx, ing, eventWarning, ReasonBadIssuer, err.Error())
+		c.event(ctx, src.reference(), eventWarning, ReasonBadIssuer, err.Error())
 		return nil
 	}
-	return c.apply(ctx, key, ing, issuerName, iss)
+	return c.apply(ctx, src, issuerName, iss)
 }
 
-// apply ensures the desired certificates of ing and drops the ones it no longer asks for.
-func (c *Controller) apply(ctx context.Context, key string, ing *networkingv1.Ingress, issuerName string, iss Issuer) error {
+// lookup reads the object of key from its informer's cache; found is false when it
+// is gone (or its kind is not watched).
+func (c *Controller) lookup(key Key) (src source, found bool, err error) {
+	switch key.Kind {
+	case KindIngress:
+		ing, err := c.ingLister.Ingresses(key.Namespace).Get(key.Name)
+		if apierrors.IsNotFound(err) {
+			return source{}, false, nil
+		}
+		if err != nil {
+			return source{}, false, fmt.Errorf("ingress: get %s: %w", key, err)
+		}
+		return ingressSource(ing), true, nil
+	case KindGateway:
+		lister := c.gateways.lister()
+		if lister == nil {
+			return source{}, false, nil
+		}
+		gw, err := lister.Gateways(key.Namespace).Get(key.Name)
+		if apierrors.IsNotFound(err) {
+			return source{}, false, nil
+		}
+		if err != nil {
+			return source{}, false, fmt.Errorf("ingress: get %s: %w", key, err)
+		}
+		return gatewaySource(gw), true, nil
+	}
+	return source{}, false, nil
+}
+
+// apply ensures the desired certificates of src and drops the ones it no longer asks for.
+func (c *Controller) apply(ctx context.Context, src source, issuerName string, iss Issuer) error {
 	if iss.Solver.Type == edge.HTTP01 {
-		iss.Solver.HTTP01Router = newRoute(c.backend, ing)
+		iss.Solver.HTTP01Router = src.route(c.backend)
 	}
 	var keep []string
 	var errs []error
-	for _, d := range DesiredCertificates(ing, issuerName, iss) {
+	for _, d := range src.desired(issuerName, iss) {
 		if d.Problem != "" {
-			c.event(ctx, ing, eventWarning, ReasonBadSpec, d.Problem)
+			c.event(ctx, src.reference(), eventWarning, ReasonBadSpec, d.Problem)
 			continue
 		}
-		if owner, taken := c.claim(key, d.Spec.Name); taken {
-			c.event(ctx, ing, eventWarning, ReasonConflict, fmt.Sprintf("secret %s is already managed for Ingress %s", d.Spec.Name, owner))
+		if owner, taken := c.claim(src.key, d.Spec.Name); taken {
+			c.event(ctx, src.reference(), eventWarning, ReasonConflict, fmt.Sprintf("secret %s is already managed for %s", d.Spec.Name, owner))
 			continue
 		}
 		keep = append(keep, d.Spec.Name)
 		if err := c.mgr.Ensure(d.Spec); err != nil {
-			c.event(ctx, ing, eventWarning, ReasonBadSpec, err.Error())
+			c.event(ctx, src.reference(), eventWarning, ReasonBadSpec, err.Error())
 			errs = append(errs, err)
 			continue
 		}
 		c.resyncIfMissing(d.Spec.Name)
 	}
-	c.release(key, keep)
+	c.release(src.key, keep)
 	return errors.Join(errs...)
 }
 
@@ -321,19 +364,19 @@ func (c *Controller) resyncIfMissing(name string) {
 	}
 }
 
-// claim records key as the owner of name unless another Ingress owns it.
-func (c *Controller) claim(key, name string) (string, bool) {
+// claim records key as the owner of name unless another object owns it.
+func (c *Controller) claim(key Key, name string) (Key, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if owner, ok := c.owners[name]; ok && owner != key {
 		return owner, true
 	}
 	c.owners[name] = key
-	return "", false
+	return Key{}, false
 }
 
 // release drops the certificates key owned that are not in keep.
-func (c *Controller) release(key string, keep []string) {
+func (c *Controller) release(key Key, keep []string) {
 	c.mu.Lock()
 	var drop []string
 	for _, name := range c.owned[key] {

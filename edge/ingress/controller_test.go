@@ -79,13 +79,13 @@ func TestProcessItem(t *testing.T) {
 	plain.Name = "plain"
 	c, client := started(t, issuersCM("le:\n  directory: https://acme.test/dir\n"), web, other, plain)
 
-	require.NoError(t, c.ProcessItem(ctx, "shop/web"))
-	require.NoError(t, c.ProcessItem(ctx, "shop/web"), "idempotent")
+	require.NoError(t, c.ProcessItem(ctx, IngressKey("shop", "web")))
+	require.NoError(t, c.ProcessItem(ctx, IngressKey("shop", "web")), "idempotent")
 	require.Equal(t, map[string]string{"shop/web-tls": "shop/web"}, statusNames(c))
 
-	require.NoError(t, c.ProcessItem(ctx, "shop/other"))
+	require.NoError(t, c.ProcessItem(ctx, IngressKey("shop", "other")))
 	require.Len(t, events(t, client, ReasonConflict), 1, "a second Ingress naming the same Secret is refused")
-	require.NoError(t, c.ProcessItem(ctx, "shop/plain"))
+	require.NoError(t, c.ProcessItem(ctx, IngressKey("shop", "plain")))
 	require.Len(t, c.Status(), 1, "an Ingress without an issuer annotation gets nothing")
 
 	// The annotation goes away: the certificate is released.
@@ -94,19 +94,19 @@ func TestProcessItem(t *testing.T) {
 	_, err := client.NetworkingV1().Ingresses("shop").Update(ctx, web, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		require.NoError(t, c.ProcessItem(ctx, "shop/web"))
+		require.NoError(t, c.ProcessItem(ctx, IngressKey("shop", "web")))
 		return len(c.Status()) == 0
 	}, 5*time.Second, 20*time.Millisecond)
 
 	// Now the other Ingress may take the Secret.
-	require.NoError(t, c.ProcessItem(ctx, "shop/other"))
+	require.NoError(t, c.ProcessItem(ctx, IngressKey("shop", "other")))
 	require.Equal(t, map[string]string{"shop/web-tls": "shop/other"}, statusNames(c))
 }
 
 func TestProcessItemUnknownIssuer(t *testing.T) {
 	ing := annotated("web", "missing", networkingv1.IngressTLS{SecretName: "s", Hosts: []string{"a.example"}})
 	c, client := started(t, issuersCM("le:\n  preset: staging\n"), ing)
-	require.NoError(t, c.ProcessItem(context.Background(), "shop/web"))
+	require.NoError(t, c.ProcessItem(context.Background(), IngressKey("shop", "web")))
 	require.Empty(t, c.Status())
 	evs := events(t, client, ReasonBadIssuer)
 	require.Len(t, evs, 1)
@@ -117,14 +117,14 @@ func TestProcessItemUnknownIssuer(t *testing.T) {
 func TestProcessItemBadIssuersFileRetries(t *testing.T) {
 	ing := annotated("web", "le", networkingv1.IngressTLS{SecretName: "s", Hosts: []string{"a.example"}})
 	c, client := started(t, issuersCM("le: [not, a, map]\n"), ing)
-	require.ErrorIs(t, c.ProcessItem(context.Background(), "shop/web"), ErrInvalidIssuers)
+	require.ErrorIs(t, c.ProcessItem(context.Background(), IngressKey("shop", "web")), ErrInvalidIssuers)
 	require.Len(t, events(t, client, ReasonBadIssuer), 1)
 }
 
 func TestProcessItemDeletedIngress(t *testing.T) {
 	c, _ := started(t, issuersCM(""))
-	require.NoError(t, c.ProcessItem(context.Background(), "shop/gone"))
-	require.NoError(t, c.ProcessItem(context.Background(), "not/a/key"))
+	require.NoError(t, c.ProcessItem(context.Background(), IngressKey("shop", "gone")))
+	require.NoError(t, c.ProcessItem(context.Background(), GatewayKey("shop", "gw")), "Gateways are not watched here")
 }
 
 func TestNewRefusesForeignEdgeSettings(t *testing.T) {

@@ -97,6 +97,18 @@ func normalizeHosts(in []string) []string {
 
 func isWildcard(h string) bool { return strings.HasPrefix(h, "*.") }
 
+// ingressSource is an Ingress as ProcessItem sees it.
+func ingressSource(ing *networkingv1.Ingress) source {
+	return source{
+		key: IngressKey(ing.Namespace, ing.Name), uid: ing.UID, version: ing.ResourceVersion,
+		annotations: ing.Annotations,
+		desired: func(issuerName string, iss Issuer) []Desired {
+			return DesiredCertificates(ing, issuerName, iss)
+		},
+		route: func(b *solverBackend) edge.HTTP01Router { return newRoute(b, ing) },
+	}
+}
+
 // ingressClass returns how the Ingress picks its controller, so the temporary
 // challenge Ingress is served by the same one.
 func ingressClass(ing *networkingv1.Ingress) (className, annotation string) {

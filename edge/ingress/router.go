@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/certmesh/certmesh/edge"
 )
@@ -27,24 +29,28 @@ const LabelSolver = "certmesh.io/acme-http01-solver"
 // responder knows the tokens; the Service therefore has no selector and one
 // EndpointSlice naming exactly this pod.
 type solverBackend struct {
-	client kubernetes.Interface
-	podIP  string
-	port   int32
-	check  *selfCheck // nil: no self-check
+	client   kubernetes.Interface
+	gateways gatewayclient.Interface // HTTPRoutes; nil without the Gateway API
+	podIP    string
+	port     int32
+	check    *selfCheck // nil: no self-check
 }
 
-// route is the edge.HTTP01Router of one Ingress: while a challenge is pending it adds,
-// in the Ingress's namespace, a Service + EndpointSlice pointing at the responder and
-// an Ingress of the same class routing the exact challenge path of the host there, as
-// cert-manager's solver does. All three are deleted afterwards; an owner reference to
-// the Ingress lets the garbage collector remove leftovers after a crash. It is a
-// comparable value so that edge.Manager.Ensure sees an unchanged spec as unchanged.
+// route is the edge.HTTP01Router of one Ingress or Gateway: while a challenge is
+// pending it adds, in the object's namespace, a Service + EndpointSlice pointing at
+// the responder and a rule routing the exact challenge path of the host there, as
+// cert-manager's solver does: for an Ingress, an Ingress of the same class; for a
+// Gateway, an HTTPRoute attached to it. All three are deleted afterwards; an owner
+// reference to the object lets the garbage collector remove leftovers after a crash.
+// It is a comparable value so that edge.Manager.Ensure sees an unchanged spec as
+// unchanged.
 type route struct {
 	backend    *solverBackend
+	kind       Kind
 	namespace  string
 	owner      string
 	ownerUID   types.UID
-	className  string
+	className  string // Ingress only: the class the challenge Ingress copies
 	classAnnot string
 }
 
@@ -53,9 +59,13 @@ var _ edge.HTTP01Router = route{}
 func newRoute(b *solverBackend, ing *networkingv1.Ingress) route {
 	cls, annot := ingressClass(ing)
 	return route{
-		backend: b, namespace: ing.Namespace, owner: ing.Name, ownerUID: ing.UID,
+		backend: b, kind: KindIngress, namespace: ing.Namespace, owner: ing.Name, ownerUID: ing.UID,
 		className: cls, classAnnot: annot,
 	}
+}
+
+func newGatewayRoute(b *solverBackend, gw *gatewayv1.Gateway) route {
+	return route{backend: b, kind: KindGateway, namespace: gw.Namespace, owner: gw.Name, ownerUID: gw.UID}
 }
 
 // objectName is the name of the three objects of one challenge.
@@ -75,7 +85,7 @@ func (r route) Route(ctx context.Context, domain, token, keyAuth string) error {
 	if err := r.createEndpoints(ctx, meta); err != nil {
 		return err
 	}
-	if err := r.createIngress(ctx, meta, domain, token); err != nil {
+	if err := r.createRule(ctx, meta, domain, token); err != nil {
 		return err
 	}
 	if r.backend.check == nil {
@@ -88,8 +98,13 @@ func (r route) Route(ctx context.Context, domain, token, keyAuth string) error {
 func (r route) Unroute(ctx context.Context, domain, token string) error {
 	name := objectName(domain, token)
 	c := r.backend.client
-	return errors.Join(
-		ignoreNotFound(c.NetworkingV1().Ingresses(r.namespace).Delete(ctx, name, metav1.DeleteOptions{})),
+	var rule error
+	if r.kind == KindGateway {
+		rule = r.deleteHTTPRoute(ctx, name)
+	} else {
+		rule = ignoreNotFound(c.NetworkingV1().Ingresses(r.namespace).Delete(ctx, name, metav1.DeleteOptions{}))
+	}
+	return errors.Join(rule,
 		ignoreNotFound(c.DiscoveryV1().EndpointSlices(r.namespace).Delete(ctx, name, metav1.DeleteOptions{})),
 		ignoreNotFound(c.CoreV1().Services(r.namespace).Delete(ctx, name, metav1.DeleteOptions{})),
 	)
@@ -101,7 +116,7 @@ func (r route) meta(name string) metav1.ObjectMeta {
 		Name: name, Namespace: r.namespace,
 		Labels: map[string]string{LabelSolver: "true", "app.kubernetes.io/managed-by": "certmesh"},
 		OwnerReferences: []metav1.OwnerReference{{
-			APIVersion: "networking.k8s.io/v1", Kind: "Ingress", Name: r.owner, UID: r.ownerUID,
+			APIVersion: r.kind.apiVersion(), Kind: string(r.kind), Name: r.owner, UID: r.ownerUID,
 			Controller: &controller,
 		}},
 	}
@@ -132,6 +147,14 @@ func (r route) createEndpoints(ctx context.Context, meta metav1.ObjectMeta) erro
 	}
 	_, err := r.backend.client.DiscoveryV1().EndpointSlices(r.namespace).Create(ctx, slice, metav1.CreateOptions{})
 	return ignoreExists(err, "endpointslice", meta.Name)
+}
+
+// createRule routes the challenge path to the Service through the owner's data plane.
+func (r route) createRule(ctx context.Context, meta metav1.ObjectMeta, domain, token string) error {
+	if r.kind == KindGateway {
+		return r.createHTTPRoute(ctx, meta, domain, token)
+	}
+	return r.createIngress(ctx, meta, domain, token)
 }
 
 func (r route) createIngress(ctx context.Context, meta metav1.ObjectMeta, domain, token string) error {
@@ -171,4 +194,37 @@ func ignoreNotFound(err error) error {
 		return nil
 	}
 	return fmt.Errorf("ingress: delete solver object: %w", err)
+}
+
+// createHTTPRoute attaches a route for the exact challenge path of domain to the
+// Gateway. Its parentRef names the Gateway without a sectionName, so it attaches to
+// every listener that accepts HTTPRoutes for that host — the plain-HTTP one the ACME
+// CA connects to among them (GatewayCertificates refuses an http-01 certificate for a
+// Gateway without one).
+func (r route) createHTTPRoute(ctx context.Context, meta metav1.ObjectMeta, domain, token string) error {
+	if r.backend.gateways == nil {
+		return errors.New("ingress: http-01 for a Gateway needs the Gateway API client")
+	}
+	exact := gatewayv1.PathMatchExact
+	path := acmeChallengePrefix + token
+	port := gatewayv1.PortNumber(80)
+	hr := &gatewayv1.HTTPRoute{ObjectMeta: meta, Spec: gatewayv1.HTTPRouteSpec{
+		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: gatewayv1.ObjectName(r.owner)}}},
+		Hostnames:       []gatewayv1.Hostname{gatewayv1.Hostname(domain)},
+		Rules: []gatewayv1.HTTPRouteRule{{
+			Matches: []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: &exact, Value: &path}}},
+			BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{
+				BackendObjectReference: gatewayv1.BackendObjectReference{Name: gatewayv1.ObjectName(meta.Name), Port: &port},
+			}}},
+		}},
+	}}
+	_, err := r.backend.gateways.GatewayV1().HTTPRoutes(r.namespace).Create(ctx, hr, metav1.CreateOptions{})
+	return ignoreExists(err, "httproute", meta.Name)
+}
+
+func (r route) deleteHTTPRoute(ctx context.Context, name string) error {
+	if r.backend.gateways == nil {
+		return nil
+	}
+	return ignoreNotFound(r.backend.gateways.GatewayV1().HTTPRoutes(r.namespace).Delete(ctx, name, metav1.DeleteOptions{}))
 }

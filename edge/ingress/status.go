@@ -2,12 +2,13 @@ package ingress
 
 import "github.com/certmesh/certmesh/edge"
 
-// CertificateStatus is one Ingress certificate for `certmesh status`: the edge
-// Manager's view plus where it lives and who asked for it.
+// CertificateStatus is one certificate for `certmesh status`: the edge Manager's view
+// plus where it lives and who asked for it.
 type CertificateStatus struct {
 	edge.CertStatus
-	// Ingress is the "namespace/name" of the Ingress asking for it.
-	Ingress string `json:"ingress"`
+	// Ingress or Gateway is the "namespace/name" of the object asking for it.
+	Ingress string `json:"ingress,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
 	// Secret is the "namespace/name" of the kubernetes.io/tls Secret holding it.
 	Secret string `json:"secret"`
 }
@@ -19,7 +20,14 @@ func (c *Controller) Status() []CertificateStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, cs := range all {
-		out = append(out, CertificateStatus{CertStatus: cs, Ingress: c.owners[cs.Name], Secret: cs.Name})
+		st := CertificateStatus{CertStatus: cs, Secret: cs.Name}
+		switch owner := c.owners[cs.Name]; owner.Kind {
+		case KindIngress:
+			st.Ingress = owner.Ref()
+		case KindGateway:
+			st.Gateway = owner.Ref()
+		}
+		out = append(out, st)
 	}
 	return out
 }

@@ -13,11 +13,7 @@ import (
 func (c *Controller) watch() error {
 	ing := c.informer.Networking().V1().Ingresses()
 	c.ingLister = ing.Lister()
-	if _, err := ing.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueue,
-		UpdateFunc: func(_, obj any) { c.enqueue(obj) },
-		DeleteFunc: c.enqueue,
-	}); err != nil {
+	if _, err := ing.Informer().AddEventHandler(c.enqueuer(KindIngress)); err != nil {
 		return fmt.Errorf("ingress: watch ingresses: %w", err)
 	}
 	if _, err := c.secrets.Core().V1().Secrets().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -35,20 +31,37 @@ func (c *Controller) watch() error {
 	return nil
 }
 
-func (c *Controller) enqueue(obj any) {
-	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	if err == nil {
-		c.queue.Add(key)
+// enqueuer is the event handler of one kind's informer: every change enqueues the
+// object's Key.
+func (c *Controller) enqueuer(kind Kind) cache.ResourceEventHandlerFuncs {
+	enqueue := func(obj any) {
+		if ref, err := cache.DeletionHandlingObjectToName(obj); err == nil {
+			c.queue.Add(Key{Kind: kind, Namespace: ref.Namespace, Name: ref.Name})
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		DeleteFunc: enqueue,
 	}
 }
 
+// enqueueAll enqueues every watched object (the issuers changed).
 func (c *Controller) enqueueAll() {
-	for _, key := range c.informer.Networking().V1().Ingresses().Informer().GetStore().ListKeys() {
-		c.queue.Add(key)
+	add := func(kind Kind, store cache.Store) {
+		for _, obj := range store.List() {
+			if ref, err := cache.ObjectToName(obj); err == nil {
+				c.queue.Add(Key{Kind: kind, Namespace: ref.Namespace, Name: ref.Name})
+			}
+		}
+	}
+	add(KindIngress, c.informer.Networking().V1().Ingresses().Informer().GetStore())
+	if store := c.gateways.store(); store != nil {
+		add(KindGateway, store)
 	}
 }
 
-// secretDeleted enqueues the Ingress owning a deleted certificate Secret; its
+// secretDeleted enqueues the object owning a deleted certificate Secret; its
 // ProcessItem wakes the certificate, whose Manager writes the Secret back.
 func (c *Controller) secretDeleted(obj any) {
 	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)

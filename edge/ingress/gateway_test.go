@@ -1,0 +1,326 @@
+package ingress
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+
+	"github.com/certmesh/certmesh/edge"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func httpsListener(name, host string, refs ...gatewayv1.SecretObjectReference) gatewayv1.Listener {
+	l := gatewayv1.Listener{
+		Name: gatewayv1.SectionName(name), Port: 443, Protocol: gatewayv1.HTTPSProtocolType,
+		TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: refs},
+	}
+	if host != "" {
+		l.Hostname = ptr(gatewayv1.Hostname(host))
+	}
+	return l
+}
+
+func httpListener(host string) gatewayv1.Listener {
+	l := gatewayv1.Listener{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}
+	if host != "" {
+		l.Hostname = ptr(gatewayv1.Hostname(host))
+	}
+	return l
+}
+
+func certRef(name string) gatewayv1.SecretObjectReference {
+	return gatewayv1.SecretObjectReference{Name: gatewayv1.ObjectName(name)}
+}
+
+func testGateway(listeners ...gatewayv1.Listener) *gatewayv1.Gateway {
+	return &gatewayv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: "shop", UID: "gw-uid"},
+		Spec:       gatewayv1.GatewaySpec{GatewayClassName: "any", Listeners: listeners},
+	}
+}
+
+func TestGatewayCertificates(t *testing.T) {
+	http := Issuer{Solver: edge.SolverConfig{Type: edge.HTTP01}}
+	dns := Issuer{Solver: edge.SolverConfig{Type: edge.DNS01, DNS: edge.DNSSolverConfig{Provider: "x"}}}
+	passthrough := httpsListener("pass", "p.example", certRef("p"))
+	passthrough.Protocol, passthrough.TLS.Mode = gatewayv1.TLSProtocolType, ptr(gatewayv1.TLSModePassthrough)
+	tlsTerminate := httpsListener("tls", "t.example", certRef("t"))
+	tlsTerminate.Protocol = gatewayv1.TLSProtocolType
+	other := certRef("elsewhere")
+	other.Namespace = ptr(gatewayv1.Namespace("vault"))
+	sameNS := certRef("same")
+	sameNS.Namespace = ptr(gatewayv1.Namespace("shop"))
+	foreignKind := certRef("cm")
+	foreignKind.Kind = ptr(gatewayv1.Kind("ConfigMap"))
+	for _, tc := range []struct {
+		name         string
+		gw           *gatewayv1.Gateway
+		iss          Issuer
+		wantNames    map[string][]string
+		wantProblems []string
+	}{
+		{
+			name:      "https listener with an http listener beside it",
+			gw:        testGateway(httpListener(""), httpsListener("https", "Shop.Example.", certRef("shop-tls"))),
+			iss:       http,
+			wantNames: map[string][]string{"shop/shop-tls": {"shop.example"}},
+		},
+		{
+			name: "listeners naming one secret merge; other secrets are separate",
+			gw: testGateway(httpListener("*.example"),
+				httpsListener("a", "a.example", certRef("s")),
+				httpsListener("b", "b.example", certRef("s"), certRef("b-too"))),
+			iss:       http,
+			wantNames: map[string][]string{"shop/s": {"a.example", "b.example"}, "shop/b-too": {"b.example"}},
+		},
+		{
+			name:      "TLS terminate counts; passthrough and plain HTTP do not",
+			gw:        testGateway(httpListener(""), passthrough, tlsTerminate),
+			iss:       http,
+			wantNames: map[string][]string{"shop/t": {"t.example"}},
+		},
+		{
+			name:         "no hostname",
+			gw:           testGateway(httpListener(""), httpsListener("https", "", certRef("s"))),
+			iss:          http,
+			wantNames:    map[string][]string{},
+			wantProblems: []string{`listener "https" has no hostname`},
+		},
+		{
+			name:         "no certificateRefs",
+			gw:           testGateway(httpListener(""), httpsListener("https", "a.example")),
+			iss:          http,
+			wantNames:    map[string][]string{},
+			wantProblems: []string{"names no tls.certificateRefs"},
+		},
+		{
+			name:         "another namespace and another kind are refused, the same namespace spelt out is fine",
+			gw:           testGateway(httpListener(""), httpsListener("https", "a.example", other, foreignKind, sameNS)),
+			iss:          http,
+			wantNames:    map[string][]string{"shop/same": {"a.example"}},
+			wantProblems: []string{"Secret vault/elsewhere is in another namespace", `ConfigMap "cm" is not a core Secret`},
+		},
+		{
+			name:         "http-01 without an HTTP listener for the host",
+			gw:           testGateway(httpListener("other.example"), httpsListener("https", "a.example", certRef("s"))),
+			iss:          http,
+			wantNames:    map[string][]string{},
+			wantProblems: []string{"no HTTP listener of this Gateway accepts the host"},
+		},
+		{
+			name:      "dns-01 needs no HTTP listener",
+			gw:        testGateway(httpsListener("https", "a.example", certRef("s"))),
+			iss:       dns,
+			wantNames: map[string][]string{"shop/s": {"a.example"}},
+		},
+		{
+			name:         "wildcard needs dns-01",
+			gw:           testGateway(httpListener(""), httpsListener("https", "*.example", certRef("w"))),
+			iss:          http,
+			wantNames:    map[string][]string{},
+			wantProblems: []string{"wildcard hosts need a dns-01 issuer"},
+		},
+		{
+			name:      "wildcard with dns-01",
+			gw:        testGateway(httpsListener("https", "*.example", certRef("w"))),
+			iss:       dns,
+			wantNames: map[string][]string{"shop/w": {"*.example"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			names := map[string][]string{}
+			var problems []string
+			for _, d := range GatewayCertificates(tc.gw, "le", tc.iss) {
+				if d.Problem != "" {
+					problems = append(problems, d.Problem)
+					continue
+				}
+				require.Equal(t, "le", d.Spec.Issuer)
+				require.Equal(t, tc.iss.Solver.Type, d.Spec.Solver.Type)
+				names[d.Spec.Name] = d.Spec.DNSNames
+			}
+			require.Equal(t, tc.wantNames, names)
+			require.Len(t, problems, len(tc.wantProblems), "%q", problems)
+			for i, want := range tc.wantProblems {
+				require.Contains(t, problems[i], want)
+			}
+		})
+	}
+}
+
+func TestServesHTTP(t *testing.T) {
+	for _, tc := range []struct {
+		listener string
+		host     string
+		want     bool
+	}{
+		{"", "a.example", true},
+		{"a.example", "a.example", true},
+		{"A.Example", "a.example", true},
+		{"b.example", "a.example", false},
+		{"*.example", "a.example", true},
+		{"*.example", "x.a.example", true},
+		{"*.example", "example", false},
+		{"*.example", ".example", false},
+	} {
+		gw := testGateway(httpListener(tc.listener))
+		require.Equal(t, tc.want, servesHTTP(gw, tc.host), "listener %q host %q", tc.listener, tc.host)
+	}
+	tlsOnly := testGateway(httpsListener("https", "a.example", certRef("s")))
+	require.False(t, servesHTTP(tlsOnly, "a.example"), "an HTTPS listener does not take the ACME CA's plain-HTTP request")
+}
+
+func TestGatewayRoute(t *testing.T) {
+	ctx := context.Background()
+	client, gws := fake.NewClientset(), gatewayfake.NewClientset()
+	r := newGatewayRoute(&solverBackend{client: client, gateways: gws, podIP: "10.0.0.7", port: 8089}, testGateway())
+
+	require.NoError(t, r.Route(ctx, "a.example", "tok", "tok.key"))
+	require.NoError(t, r.Route(ctx, "a.example", "tok", "tok.key"), "idempotent")
+	name := objectName("a.example", "tok")
+	hr, err := gws.GatewayV1().HTTPRoutes("shop").Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []gatewayv1.Hostname{"a.example"}, hr.Spec.Hostnames)
+	require.Len(t, hr.Spec.ParentRefs, 1)
+	require.Equal(t, gatewayv1.ObjectName("edge"), hr.Spec.ParentRefs[0].Name)
+	match := hr.Spec.Rules[0].Matches[0].Path
+	require.Equal(t, gatewayv1.PathMatchExact, *match.Type)
+	require.Equal(t, "/.well-known/acme-challenge/tok", *match.Value)
+	backend := hr.Spec.Rules[0].BackendRefs[0]
+	require.Equal(t, gatewayv1.ObjectName(name), backend.Name)
+	require.EqualValues(t, 80, *backend.Port)
+	owner := hr.OwnerReferences[0]
+	require.Equal(t, "gateway.networking.k8s.io/v1", owner.APIVersion)
+	require.Equal(t, "Gateway", owner.Kind)
+	require.Equal(t, "edge", owner.Name)
+	_, err = client.CoreV1().Services("shop").Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err, "the Service the route sends to")
+	ings, err := client.NetworkingV1().Ingresses("shop").List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Empty(t, ings.Items, "a Gateway's challenge is routed by an HTTPRoute, not an Ingress")
+
+	require.NoError(t, r.Unroute(ctx, "a.example", "tok"))
+	require.NoError(t, r.Unroute(ctx, "a.example", "tok"), "gone is fine")
+	routes, err := gws.GatewayV1().HTTPRoutes("shop").List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Empty(t, routes.Items)
+}
+
+// TestProcessGateway runs the Gateway watch on fake clientsets whose discovery
+// serves the Gateway API.
+func TestProcessGateway(t *testing.T) {
+	ctx := context.Background()
+	gw := testGateway(httpListener(""), httpsListener("https", "shop.example", certRef("shop-tls")))
+	gw.Annotations = map[string]string{AnnotationIssuer: "le"}
+	ing := annotated("web", "le", networkingv1.IngressTLS{SecretName: "shop-tls", Hosts: []string{"web.example"}})
+	client := fake.NewClientset(issuersCM("le:\n  directory: https://acme.test/dir\n"), ing)
+	client.Resources = []*metav1.APIResourceList{{GroupVersion: gatewayAPIGroupVersion, APIResources: []metav1.APIResource{{Name: "gateways", Kind: "Gateway", Namespaced: true}}}}
+	c := startedWithGateways(t, client, gatewayClient(t, gw))
+
+	require.NoError(t, c.ProcessItem(ctx, GatewayKey("shop", "edge")))
+	require.NoError(t, c.ProcessItem(ctx, GatewayKey("shop", "edge")), "idempotent")
+	st := c.Status()
+	require.Len(t, st, 1)
+	require.Equal(t, "shop/edge", st[0].Gateway)
+	require.Empty(t, st[0].Ingress)
+	require.Equal(t, "shop/shop-tls", st[0].Secret)
+
+	require.NoError(t, c.ProcessItem(ctx, IngressKey("shop", "web")))
+	evs := events(t, client, ReasonConflict)
+	require.Len(t, evs, 1, "an Ingress naming a Gateway's Secret is refused")
+	require.Equal(t, "Ingress", evs[0].InvolvedObject.Kind)
+	require.Contains(t, evs[0].Message, "Gateway shop/edge")
+
+	// The Gateway goes away: its certificate is released and the Ingress may take it.
+	require.NoError(t, c.cfg.Gateways.GatewayV1().Gateways("shop").Delete(ctx, "edge", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		require.NoError(t, c.ProcessItem(ctx, GatewayKey("shop", "edge")))
+		return len(c.Status()) == 0
+	}, 5*time.Second, 20*time.Millisecond)
+	require.NoError(t, c.ProcessItem(ctx, IngressKey("shop", "web")))
+	require.Equal(t, map[string]string{"shop/shop-tls": "shop/web"}, statusNames(c))
+}
+
+func TestProcessGatewayProblemsBecomeEvents(t *testing.T) {
+	gw := testGateway(httpsListener("https", "", certRef("s")))
+	gw.Annotations = map[string]string{AnnotationCertManagerCluster: "le"}
+	client := fake.NewClientset(issuersCM("le:\n  directory: https://acme.test/dir\n"))
+	client.Resources = []*metav1.APIResourceList{{GroupVersion: gatewayAPIGroupVersion, APIResources: []metav1.APIResource{{Name: "gateways"}}}}
+	c := startedWithGateways(t, client, gatewayClient(t, gw))
+	require.NoError(t, c.ProcessItem(context.Background(), GatewayKey("shop", "edge")))
+	require.Empty(t, c.Status())
+	evs := events(t, client, ReasonBadSpec)
+	require.Len(t, evs, 1)
+	require.Equal(t, corev1.ObjectReference{
+		APIVersion: "gateway.networking.k8s.io/v1", Kind: "Gateway", Namespace: "shop", Name: "edge", UID: "gw-uid",
+	}, evs[0].InvolvedObject)
+	require.Contains(t, evs[0].Message, "no hostname")
+}
+
+func TestGatewayAPIServed(t *testing.T) {
+	client := fake.NewClientset()
+	served, err := gatewayAPIServed(client.Discovery())
+	require.NoError(t, err, "a missing group is not an error")
+	require.False(t, served)
+	client.Resources = []*metav1.APIResourceList{{GroupVersion: gatewayAPIGroupVersion, APIResources: []metav1.APIResource{{Name: "httproutes"}}}}
+	served, err = gatewayAPIServed(client.Discovery())
+	require.NoError(t, err)
+	require.False(t, served, "HTTPRoutes alone are not Gateways")
+	client.Resources[0].APIResources = append(client.Resources[0].APIResources, metav1.APIResource{Name: "gateways"})
+	served, err = gatewayAPIServed(client.Discovery())
+	require.NoError(t, err)
+	require.True(t, served)
+}
+
+// startedWithGateways is started with a Gateway API client: the informers are synced
+// and the Gateway watch is running (discovery must serve gateways).
+func startedWithGateways(t *testing.T, client *fake.Clientset, gws *gatewayfake.Clientset) *Controller {
+	t.Helper()
+	c, err := New(Config{
+		Client: client, Gateways: gws, Namespace: testNS, SolverPodIP: "10.0.0.7",
+		Edge: edge.Config{HTTP01Addr: "127.0.0.1:8089"},
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	stop, err := c.start(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); c.runGateways(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; stop() })
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		st := c.gateways.store()
+		want := mustList(t, gws)
+		return st != nil && len(want) > 0 && len(st.List()) == len(want)
+	}, 10*time.Second, 10*time.Millisecond)
+	return c
+}
+
+// gatewayClient is a fake Gateway API clientset holding gws. They are created through
+// the typed client because the tracker's constructor files an object under the first
+// version its Go type is registered for, and v1beta1.Gateway is an alias of
+// v1.Gateway, so NewSimpleClientset(gw) would hide it from v1 reads; and it is the
+// simple tracker because NewClientset's field-managed one has no type information
+// for Gateways ("no matches for ... gateways").
+func gatewayClient(t *testing.T, gws ...*gatewayv1.Gateway) *gatewayfake.Clientset {
+	cs := gatewayfake.NewSimpleClientset()
+	for _, gw := range gws {
+		_, err := cs.GatewayV1().Gateways(gw.Namespace).Create(context.Background(), gw, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	return cs
+}
+
+func mustList(t *testing.T, gws *gatewayfake.Clientset) []gatewayv1.Gateway {
+	l, err := gws.GatewayV1().Gateways("").List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	return l.Items
+}
