@@ -12,7 +12,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/certmesh/certmesh/ca/server"
 	"github.com/certmesh/certmesh/ca/service"
@@ -21,10 +23,11 @@ import (
 	"github.com/certmesh/certmesh/edge/ingress"
 )
 
-// meshFlags add, in Kubernetes mode, the Ingress certificate controller and the
-// sidecar-injecting webhook to `certmesh server`.
+// meshFlags add, in Kubernetes mode, the Ingress (and Gateway) certificate
+// controller and the sidecar-injecting webhook to `certmesh server`.
 type meshFlags struct {
 	ingress       bool
+	gatewayAPI    bool
 	selfCheck     bool
 	webhookAddr   string
 	webhookDNS    string
@@ -37,6 +40,7 @@ type meshFlags struct {
 
 func (m *meshFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&m.ingress, "ingress", false, "obtain ACME certificates for annotated Ingresses (needs --kubernetes; HTTP-01 on --http01-addr)")
+	fs.BoolVar(&m.gatewayAPI, "gateway-api", true, "with --ingress, also obtain certificates for annotated Gateway API Gateways once the Gateway API CRDs are served")
 	fs.BoolVar(&m.selfCheck, "http01-self-check", true, "fetch each HTTP-01 challenge through the ingress before the CA validates it (off where the cluster cannot reach its own public names)")
 	fs.StringVar(&m.webhookAddr, "webhook-addr", "", "serve the sidecar-injecting admission webhook on this address, e.g. :9443 (needs --kubernetes)")
 	fs.StringVar(&m.webhookDNS, "webhook-dns", "certmesh-webhook.certmesh.svc", "DNS name in the webhook's serving certificate")
@@ -52,9 +56,9 @@ type meshRunners struct {
 	every  []func(context.Context) error
 }
 
-// build makes the parts the flags ask for. kc is the server's Kubernetes config
-// (after kubeFlags.apply), http01Addr the edge flag, ecfg the base edge settings.
-func (m *meshFlags) build(srv *server.Server, kc *server.KubernetesConfig, http01Addr string, log *slog.Logger) (meshRunners, error) {
+// build makes the parts the flags ask for. kc is the server's Kubernetes config and
+// rc its REST config (after kubeFlags.apply), http01Addr the edge flag.
+func (m *meshFlags) build(srv *server.Server, kc *server.KubernetesConfig, rc *rest.Config, http01Addr string, log *slog.Logger) (meshRunners, error) {
 	var r meshRunners
 	if !m.ingress && m.webhookAddr == "" {
 		return r, nil
@@ -68,9 +72,16 @@ func (m *meshFlags) build(srv *server.Server, kc *server.KubernetesConfig, http0
 		if m.selfCheck {
 			check = &http.Client{Timeout: 5 * time.Second}
 		}
+		var gateways gatewayclient.Interface
+		if m.gatewayAPI && rc != nil {
+			var err error
+			if gateways, err = gatewayclient.NewForConfig(rc); err != nil {
+				return r, fmt.Errorf("--gateway-api: %w", err)
+			}
+		}
 		ctrl, err := ingress.New(ingress.Config{
-			SelfCheck: check,
-			Client:    kc.Client, Namespace: kc.Namespace, SolverPodIP: os.Getenv("POD_IP"),
+			SelfCheck: check, Gateways: gateways,
+			Client: kc.Client, Namespace: kc.Namespace, SolverPodIP: os.Getenv("POD_IP"),
 			ReportingInstance: kc.Identity, Logger: log,
 			Edge: edge.Config{HTTP01Addr: http01Addr, DNSProviders: dnsProviders()},
 		})

@@ -35,6 +35,8 @@ type kubeFlags struct {
 	clusterDomain     string
 	noBundles         bool
 	envoyBootstrap    string
+
+	rest *rest.Config // set by apply: clients for other APIs (the Gateway API) share it
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet) {
@@ -102,6 +104,7 @@ func (k *kubeFlags) apply(cfg *server.Config, log *slog.Logger) error {
 		return err
 	}
 	rc.UserAgent = "certmesh/" + version
+	k.rest = rc
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return fmt.Errorf("--kubernetes: %w", err)

@@ -67,7 +67,7 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runners, err := mf.build(srv, cfg.Kubernetes, ef.http01Addr, log)
+	runners, err := mf.build(srv, cfg.Kubernetes, kf.rest, ef.http01Addr, log)
 	if err != nil {
 		_ = srv.Close()
 		return err

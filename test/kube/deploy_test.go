@@ -120,8 +120,8 @@ func (a *applier) delete(ctx context.Context, obj *unstructured.Unstructured) er
 	return nil
 }
 
-// TestDeployManifestsApply applies the kustomize base and the examples to the real
-// apiserver with server-side apply (strict field validation), so any schema error —
+// TestDeployManifestsApply applies the kustomize base and the examples (the Gateway
+// API one after installing its CRDs) to the real apiserver with server-side apply (strict field validation), so any schema error —
 // a misspelt field, a wrong type, an invalid selector — fails the build.
 func TestDeployManifestsApply(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -147,12 +147,25 @@ func TestDeployManifestsApply(t *testing.T) {
 			}
 		}
 	}
+	// The Gateway API example needs its CRDs (removed again when the test ends).
+	installGatewayAPI(t)
+	dir := filepath.Join(deployDir, "examples", "gateway-api")
+	for _, file := range kustomization(t, dir) {
+		for _, obj := range objects(t, filepath.Join(dir, file)) {
+			var err error
+			require.Eventually(t, func() bool { // until the CRDs are established and discovered
+				err = newApplier(t, cfg).apply(ctx, obj)
+				return err == nil
+			}, 30*time.Second, 200*time.Millisecond, "%s: %s %s: %v", file, obj.GetKind(), obj.GetName(), err)
+			applied = append(applied, obj)
+		}
+	}
 	kinds := map[string]int{}
 	for _, obj := range applied {
 		kinds[obj.GetKind()]++
 	}
 	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-		"ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "MutatingWebhookConfiguration", "Ingress"} {
+		"ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "MutatingWebhookConfiguration", "Ingress", "Gateway", "HTTPRoute"} {
 		require.Positive(t, kinds[kind], "no %s in deploy/kubernetes", kind)
 	}
 	dep, err := cluster.Client.AppsV1().Deployments("certmesh").Get(ctx, "certmesh-server", metav1.GetOptions{})

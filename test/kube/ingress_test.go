@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/certmesh/certmesh/edge"
 	"github.com/certmesh/certmesh/edge/ingress"
@@ -46,27 +47,34 @@ type ingressRig struct {
 	ctrl   *ingress.Controller
 }
 
-func startIngressRig(t testing.TB) *ingressRig {
+// startIngressRig starts the controller; opts adjust its Config (the ServiceAccount
+// REST config is passed for clients of other APIs).
+func startIngressRig(t testing.TB, opts ...func(*ingress.Config, *rest.Config)) *ingressRig {
 	t.Helper()
 	p := pebbletest.Start(t, pebbletest.Options{})
 	r := &ingressRig{p: p, sysNS: cluster.Namespace(t), appNS: cluster.Namespace(t)}
 	cluster.ServiceAccount(t, r.sysNS, "certmesh-server")
 	applyRBAC(t, r.sysNS)
-	r.client = kubetest.NewClient(t, cluster.ServiceAccountConfig(t, r.sysNS, "certmesh-server"))
+	saConfig := cluster.ServiceAccountConfig(t, r.sysNS, "certmesh-server")
+	r.client = kubetest.NewClient(t, saConfig)
 	issuers := fmt.Sprintf("pebble:\n  directory: %s\n  email: ops@example.com\n  profile: default\n", p.DirectoryURL)
 	_, err := cluster.Client.CoreV1().ConfigMaps(r.sysNS).Create(context.Background(), &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: ingress.IssuersConfigMap, Namespace: r.sysNS},
 		Data:       map[string]string{ingress.IssuersKey: issuers},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	r.ctrl, err = ingress.New(ingress.Config{
+	cfg := ingress.Config{
 		Client: r.client, Namespace: r.sysNS, IngressNamespace: r.appNS, SolverPodIP: "10.1.2.3", ReportingInstance: "test-replica",
 		SelfCheck: loopbackClient(t, p.HTTPPort),
 		Edge: edge.Config{
 			HTTP01Addr: "127.0.0.1:" + strconv.Itoa(p.HTTPPort), HTTPClient: p.HTTPClient(),
 			Backoff: edge.Backoff{Min: 200 * time.Millisecond, Max: 2 * time.Second},
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg, saConfig)
+	}
+	r.ctrl, err = ingress.New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -260,15 +268,28 @@ func TestIngressWithoutAnnotationOrUnknownIssuer(t *testing.T) {
 
 func requireEvent(t testing.TB, ns, ingressName, reason string) {
 	t.Helper()
+	requireEventOn(t, "Ingress", ns, ingressName, reason)
+}
+
+// requireEventOn waits for an Event with reason on the object kind ns/name and
+// returns it.
+func requireEventOn(t testing.TB, kind, ns, name, reason string) corev1.Event {
+	t.Helper()
+	var got corev1.Event
 	require.Eventually(t, func() bool {
 		evs, err := cluster.Client.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
 		if err != nil {
 			return false
 		}
-		return slices.ContainsFunc(evs.Items, func(ev corev1.Event) bool {
-			return ev.InvolvedObject.Kind == "Ingress" && ev.InvolvedObject.Name == ingressName && ev.Reason == reason
+		i := slices.IndexFunc(evs.Items, func(ev corev1.Event) bool {
+			return ev.InvolvedObject.Kind == kind && ev.InvolvedObject.Name == name && ev.Reason == reason
 		})
-	}, 15*time.Second, 20*time.Millisecond, "no %s event on Ingress %s/%s", reason, ns, ingressName)
+		if i >= 0 {
+			got = evs.Items[i]
+		}
+		return i >= 0
+	}, 15*time.Second, 20*time.Millisecond, "no %s event on %s %s/%s", reason, kind, ns, name)
+	return got
 }
 
 // verifyPebbleChain checks tls.crt against Pebble's root and returns the leaf.

@@ -1,0 +1,182 @@
+package kube_test
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/certmesh/certmesh/edge/ingress"
+)
+
+// gatewayAPICRDs are the standard-channel CRDs the test installs, from the
+// sigs.k8s.io/gateway-api module go.mod pins (the version the controller's client is).
+var gatewayAPICRDs = []string{"gateway.networking.k8s.io_gateways.yaml", "gateway.networking.k8s.io_httproutes.yaml"}
+
+// installGatewayAPI applies the Gateway API CRDs and removes them when the test ends.
+func installGatewayAPI(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	require.NoError(t, err, "locate the gateway-api module")
+	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
+	a := newApplier(t, cluster.Config)
+	var crds []*unstructured.Unstructured
+	for _, file := range gatewayAPICRDs {
+		crds = append(crds, objects(t, filepath.Join(dir, file))...)
+	}
+	t.Cleanup(func() {
+		for _, crd := range crds {
+			require.NoError(t, a.delete(context.Background(), crd))
+		}
+	})
+	for _, crd := range crds {
+		require.NoError(t, a.apply(context.Background(), crd), crd.GetName())
+	}
+}
+
+// gatewaysServed asks discovery whether Gateways are served.
+func gatewaysServed(t *testing.T) bool {
+	dc, err := discovery.NewDiscoveryClientForConfig(cluster.Config)
+	require.NoError(t, err)
+	list, err := dc.ServerResourcesForGroupVersion("gateway.networking.k8s.io/v1")
+	return err == nil && slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Name == "gateways" })
+}
+
+// routeWatch records the temporary challenge HTTPRoutes appearing and going.
+type routeWatch struct {
+	mu     sync.Mutex
+	events []string
+	routes []*gatewayv1.HTTPRoute
+}
+
+func watchRoutes(t *testing.T, gws gatewayclient.Interface, ns string) *routeWatch {
+	t.Helper()
+	rw := &routeWatch{}
+	var watcher watch.Interface
+	var err error
+	require.Eventually(t, func() bool { // the CRD takes a moment to be established
+		watcher, err = gws.GatewayV1().HTTPRoutes(ns).Watch(context.Background(), metav1.ListOptions{LabelSelector: ingress.LabelSolver})
+		return err == nil
+	}, 30*time.Second, 100*time.Millisecond, "watch HTTPRoutes: %v", err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range watcher.ResultChan() {
+			if hr, ok := ev.Object.(*gatewayv1.HTTPRoute); ok {
+				rw.mu.Lock()
+				rw.events = append(rw.events, string(ev.Type)+" "+string(hr.Spec.Hostnames[0]))
+				rw.routes = append(rw.routes, hr)
+				rw.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { watcher.Stop(); <-done })
+	return rw
+}
+
+func (rw *routeWatch) snapshot() ([]string, []*gatewayv1.HTTPRoute) {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	return slices.Clone(rw.events), slices.Clone(rw.routes)
+}
+
+// TestGatewayListenerCertificateFromPebble starts the controller before the Gateway
+// API exists, installs its CRDs, and checks that an annotated Gateway's HTTPS
+// listener gets a certificate from Pebble in the Secret it names: the challenge is
+// routed by a temporary HTTPRoute attached to the Gateway (gone afterwards), a
+// listener certmesh cannot serve gets an Event, and a deleted Secret comes back
+// without a new order. All of it as certmesh-server's ServiceAccount, with
+// deploy/kubernetes/rbac.yaml's rights.
+func TestGatewayListenerCertificateFromPebble(t *testing.T) {
+	require.Eventually(t, func() bool { return !gatewaysServed(t) }, time.Minute, 100*time.Millisecond,
+		"the Gateway API is still served from an earlier run")
+	r := startIngressRig(t, func(cfg *ingress.Config, sa *rest.Config) {
+		gws, err := gatewayclient.NewForConfig(sa)
+		require.NoError(t, err)
+		cfg.Gateways, cfg.GatewayAPIPoll = gws, 200*time.Millisecond
+	})
+	ctx := context.Background()
+	installGatewayAPI(t)
+	admin, err := gatewayclient.NewForConfig(cluster.Config)
+	require.NoError(t, err)
+	routes := watchRoutes(t, admin, r.appNS)
+
+	host := "shop.gateway.example.test"
+	hostname := gatewayv1.Hostname(host)
+	gw := &gatewayv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: r.appNS, Annotations: map[string]string{ingress.AnnotationCertManagerCluster: "pebble"}},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: "envoy", Listeners: []gatewayv1.Listener{
+			{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType},
+			{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType, Hostname: &hostname,
+				TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: "shop-tls"}}}},
+			{Name: "any-host", Port: 8443, Protocol: gatewayv1.HTTPSProtocolType,
+				TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: "any-tls"}}}},
+		}},
+	}
+	start := time.Now()
+	// The CRD takes a moment to be established.
+	require.Eventually(t, func() bool {
+		_, err = admin.GatewayV1().Gateways(r.appNS).Create(ctx, gw, metav1.CreateOptions{})
+		return err == nil
+	}, 30*time.Second, 100*time.Millisecond, "create Gateway: %v", err)
+
+	sec := r.waitSecret(t, "shop-tls", nil)
+	t.Logf("Gateway created (CRDs installed after the controller started) → Secret with certificate: %v", time.Since(start))
+	require.Equal(t, corev1.SecretTypeTLS, sec.Type)
+	leaf := verifyPebbleChain(t, r.p, sec.Data[corev1.TLSCertKey], host)
+	require.Equal(t, []string{host}, leaf.DNSNames)
+
+	// The challenge went through an HTTPRoute on the Gateway, removed afterwards.
+	require.Eventually(t, func() bool {
+		events, _ := routes.snapshot()
+		return slices.Equal(events, []string{"ADDED " + host, "DELETED " + host})
+	}, 10*time.Second, 20*time.Millisecond, "solver HTTPRoute events")
+	_, seen := routes.snapshot()
+	hr := seen[0]
+	require.Equal(t, gatewayv1.ObjectName("edge"), hr.Spec.ParentRefs[0].Name)
+	require.Equal(t, "/.well-known/acme-challenge/", (*hr.Spec.Rules[0].Matches[0].Path.Value)[:len("/.well-known/acme-challenge/")])
+	require.Equal(t, "Gateway", hr.OwnerReferences[0].Kind)
+	svcs, err := cluster.Client.CoreV1().Services(r.appNS).List(ctx, metav1.ListOptions{LabelSelector: ingress.LabelSolver})
+	require.NoError(t, err)
+	require.Empty(t, svcs.Items)
+
+	issued := requireEventOn(t, "Gateway", r.appNS, "edge", ingress.ReasonIssued)
+	require.Equal(t, "gateway.networking.k8s.io/v1", issued.InvolvedObject.APIVersion)
+	bad := requireEventOn(t, "Gateway", r.appNS, "edge", ingress.ReasonBadSpec)
+	require.Contains(t, bad.Message, `listener "any-host" has no hostname`)
+	st := r.ctrl.Status()
+	require.Len(t, st, 1, "only the listener with a hostname gets a certificate")
+	require.Equal(t, r.appNS+"/edge", st[0].Gateway)
+	require.Equal(t, r.appNS+"/shop-tls", st[0].Secret)
+
+	// Deleting the Secret brings it back: the same certificate, no new order.
+	require.NoError(t, cluster.Client.CoreV1().Secrets(r.appNS).Delete(ctx, "shop-tls", metav1.DeleteOptions{}))
+	back := r.waitSecret(t, "shop-tls", nil)
+	require.Equal(t, string(sec.Data[corev1.TLSCertKey]), string(back.Data[corev1.TLSCertKey]))
+	require.Equal(t, 1, r.ctrl.Status()[0].Orders)
+
+	// Removing the annotation releases the certificate (the Secret stays, as with
+	// cert-manager: it may still be served).
+	cur, err := admin.GatewayV1().Gateways(r.appNS).Get(ctx, "edge", metav1.GetOptions{})
+	require.NoError(t, err)
+	cur.Annotations = nil
+	_, err = admin.GatewayV1().Gateways(r.appNS).Update(ctx, cur, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(r.ctrl.Status()) == 0 }, 15*time.Second, 20*time.Millisecond)
+	_, err = cluster.Client.CoreV1().Secrets(r.appNS).Get(ctx, "shop-tls", metav1.GetOptions{})
+	require.NoError(t, err)
+}
