@@ -333,5 +333,5 @@ func BenchmarkIngressToSecret(b *testing.B) {
 		samples = append(samples, time.Since(start))
 	}
 	slices.Sort(samples)
-	b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "ms/ingress-to-secret-median")
+	b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "ms/to-secret-median")
 }
