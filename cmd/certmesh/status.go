@@ -46,6 +46,8 @@ func printStatusDoc(out io.Writer, st statusDoc) error {
 				owner = "Ingress " + c.Ingress
 			case c.Gateway != "":
 				owner = "Gateway " + c.Gateway
+			case c.ListenerSet != "":
+				owner = "ListenerSet " + c.ListenerSet
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Secret, owner, c.Issuer, fmtTime(c.NotAfter), fmtTime(c.NextRenewal), lastError(c.CertStatus))
 		}

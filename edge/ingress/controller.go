@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/certmesh/certmesh/edge"
@@ -46,10 +47,11 @@ type Config struct {
 	// IngressNamespace limits the controller to the Ingresses, Gateways (and Secrets)
 	// of one namespace, as cert-manager's --namespace does (default: all namespaces).
 	IngressNamespace string
-	// Gateways, when set, makes the controller watch Gateway API Gateways too. The
-	// CRD is optional: until discovery serves gateway.networking.k8s.io/v1 gateways,
-	// the controller asks again every GatewayAPIPoll (default 1m), so installing the
-	// Gateway API after certmesh needs no restart.
+	// Gateways, when set, makes the controller watch Gateway API Gateways and
+	// ListenerSets too. The CRDs are optional: until discovery serves
+	// gateway.networking.k8s.io/v1 gateways (and listenersets), the controller asks
+	// again every GatewayAPIPoll (default 1m), so installing the Gateway API after
+	// certmesh needs no restart.
 	Gateways       gatewayclient.Interface
 	GatewayAPIPoll time.Duration
 	// Edge is the base of the edge.Manager's configuration: HTTP01Addr (the solver
@@ -76,7 +78,8 @@ type Config struct {
 }
 
 // Controller keeps a certificate in the Secret of every spec.tls entry of every
-// annotated Ingress, and of every TLS listener of every annotated Gateway.
+// annotated Ingress, and of every TLS listener of every annotated Gateway or
+// ListenerSet.
 type Controller struct {
 	cfg       Config
 	mgr       *edge.Manager
@@ -323,6 +326,25 @@ func (c *Controller) lookup(key Key) (src source, found bool, err error) {
 			return source{}, false, fmt.Errorf("ingress: get %s: %w", key, err)
 		}
 		return gatewaySource(gw), true, nil
+	case KindListenerSet:
+		lister, _ := c.gateways.listenerSets()
+		if lister == nil {
+			return source{}, false, nil
+		}
+		ls, err := lister.ListenerSets(key.Namespace).Get(key.Name)
+		if apierrors.IsNotFound(err) {
+			return source{}, false, nil
+		}
+		if err != nil {
+			return source{}, false, fmt.Errorf("ingress: get %s: %w", key, err)
+		}
+		var parent *gatewayv1.Gateway
+		if ns, name, isGateway := parentGateway(ls); isGateway {
+			if gws := c.gateways.lister(); gws != nil {
+				parent, _ = gws.Gateways(ns).Get(name) // nil when not found (or outside IngressNamespace)
+			}
+		}
+		return listenerSetSource(ls, parent), true, nil
 	}
 	return source{}, false, nil
 }

@@ -22,13 +22,22 @@ import (
 // gatewayAPIGroupVersion is the Gateway API version certmesh reads (GA since v1.0).
 const gatewayAPIGroupVersion = "gateway.networking.k8s.io/v1"
 
-// gatewayWatch is the Gateway side of the controller. The Gateway API is a set of
-// CRDs a cluster may not have, so the informer starts only once discovery serves
-// them; until then lister is nil and Gateway keys resolve to nothing.
+// Gateway API resources the controller reads, as discovery names them.
+const (
+	resourceGateways     = "gateways"
+	resourceListenerSets = "listenersets"
+)
+
+// gatewayWatch is the Gateway API side of the controller. The Gateway API is a set
+// of CRDs a cluster may not have, and ListenerSets arrived later than Gateways, so
+// each informer starts only once discovery serves its resource; until then its
+// lister is nil and its Keys resolve to nothing.
 type gatewayWatch struct {
-	mu    sync.Mutex
-	lst   gatewaylisters.GatewayLister
-	cache cache.Store
+	mu           sync.Mutex
+	gateways     gatewaylisters.GatewayLister
+	gatewayStore cache.Store
+	sets         gatewaylisters.ListenerSetLister
+	setStore     cache.Store
 }
 
 func (w *gatewayWatch) lister() gatewaylisters.GatewayLister {
@@ -37,7 +46,7 @@ func (w *gatewayWatch) lister() gatewaylisters.GatewayLister {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.lst
+	return w.gateways
 }
 
 func (w *gatewayWatch) store() cache.Store {
@@ -46,18 +55,44 @@ func (w *gatewayWatch) store() cache.Store {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.cache
+	return w.gatewayStore
 }
 
-// runGateways waits until the Gateway API is served, then watches Gateways until ctx
-// ends. Each Gateway's events enqueue its Key like an Ingress's.
+func (w *gatewayWatch) listenerSets() (gatewaylisters.ListenerSetLister, cache.Store) {
+	if w == nil {
+		return nil, nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sets, w.setStore
+}
+
+// runGateways starts the Gateway and ListenerSet informers as discovery comes to
+// serve them (asking every GatewayAPIPoll), and runs them until ctx ends. Every
+// event enqueues the object's Key; a Gateway's also enqueues the ListenerSets
+// attached to it, whose http-01 routing depends on its listeners.
 func (c *Controller) runGateways(ctx context.Context) {
+	factory := gatewayinformers.NewSharedInformerFactoryWithOptions(c.cfg.Gateways, c.cfg.Resync,
+		gatewayinformers.WithNamespace(c.cfg.IngressNamespace))
+	defer factory.Shutdown()
+	var haveGateways, haveSets bool
 	for attempt := 0; ; attempt++ {
 		served, err := gatewayAPIServed(c.cfg.Client.Discovery())
-		if served {
-			break
+		if served[resourceGateways] && !haveGateways {
+			if haveGateways = c.startGatewayInformer(ctx, factory); !haveGateways {
+				return
+			}
 		}
-		if attempt == 0 {
+		if served[resourceListenerSets] && !haveSets {
+			if haveSets = c.startListenerSetInformer(ctx, factory); !haveSets {
+				return
+			}
+		}
+		if haveGateways && haveSets {
+			<-ctx.Done()
+			return
+		}
+		if attempt == 0 && !haveGateways {
 			c.cfg.Logger.Info("ingress: Gateway API not served; watching Ingresses only, checking again periodically",
 				"group_version", gatewayAPIGroupVersion, "every", c.cfg.GatewayAPIPoll, "err", err)
 		}
@@ -65,43 +100,86 @@ func (c *Controller) runGateways(ctx context.Context) {
 			return
 		}
 	}
-	factory := gatewayinformers.NewSharedInformerFactoryWithOptions(c.cfg.Gateways, c.cfg.Resync,
-		gatewayinformers.WithNamespace(c.cfg.IngressNamespace))
-	defer factory.Shutdown()
+}
+
+// startGatewayInformer starts the Gateway informer and waits for its cache; false
+// when ctx ended first or the handler could not be added.
+func (c *Controller) startGatewayInformer(ctx context.Context, factory gatewayinformers.SharedInformerFactory) bool {
 	gws := factory.Gateway().V1().Gateways()
-	if _, err := gws.Informer().AddEventHandler(c.enqueuer(KindGateway)); err != nil {
+	enqueue := c.enqueuer(KindGateway)
+	attached := func(obj any) {
+		if ref, err := cache.DeletionHandlingObjectToName(obj); err == nil {
+			c.enqueueListenerSetsOf(ref.Namespace, ref.Name)
+		}
+	}
+	if _, err := gws.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { enqueue.OnAdd(obj, false); attached(obj) },
+		UpdateFunc: func(old, obj any) { enqueue.OnUpdate(old, obj); attached(obj) },
+		DeleteFunc: func(obj any) { enqueue.OnDelete(obj); attached(obj) },
+	}); err != nil {
 		c.cfg.Logger.Error("ingress: watch gateways", "err", err)
-		return
+		return false
 	}
 	// The lister is published before the informer starts: its event handlers run
 	// after the object is in the cache, so every enqueued Key resolves.
 	c.gateways.mu.Lock()
-	c.gateways.lst, c.gateways.cache = gws.Lister(), gws.Informer().GetStore()
+	c.gateways.gateways, c.gateways.gatewayStore = gws.Lister(), gws.Informer().GetStore()
 	c.gateways.mu.Unlock()
 	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), gws.Informer().HasSynced) {
-		return
+		return false
 	}
 	c.cfg.Logger.Info("ingress: Gateway API served; watching Gateways", "group_version", gatewayAPIGroupVersion)
-	<-ctx.Done()
+	return true
 }
 
-// gatewayAPIServed says whether the apiserver serves Gateways (their CRD is installed
-// and established).
-func gatewayAPIServed(d discovery.DiscoveryInterface) (bool, error) {
-	list, err := d.ServerResourcesForGroupVersion(gatewayAPIGroupVersion)
-	if apierrors.IsNotFound(err) {
-		return false, nil
+func (c *Controller) startListenerSetInformer(ctx context.Context, factory gatewayinformers.SharedInformerFactory) bool {
+	sets := factory.Gateway().V1().ListenerSets()
+	if _, err := sets.Informer().AddEventHandler(c.enqueuer(KindListenerSet)); err != nil {
+		c.cfg.Logger.Error("ingress: watch listenersets", "err", err)
+		return false
 	}
-	if err != nil {
-		return false, err
+	c.gateways.mu.Lock()
+	c.gateways.sets, c.gateways.setStore = sets.Lister(), sets.Informer().GetStore()
+	c.gateways.mu.Unlock()
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), sets.Informer().HasSynced) {
+		return false
 	}
-	for _, r := range list.APIResources {
-		if r.Name == "gateways" {
-			return true, nil
+	c.cfg.Logger.Info("ingress: watching ListenerSets", "group_version", gatewayAPIGroupVersion)
+	return true
+}
+
+// enqueueListenerSetsOf enqueues the ListenerSets whose parent is the Gateway ns/name.
+func (c *Controller) enqueueListenerSetsOf(ns, name string) {
+	_, store := c.gateways.listenerSets()
+	if store == nil {
+		return
+	}
+	for _, obj := range store.List() {
+		if ls, ok := obj.(*gatewayv1.ListenerSet); ok {
+			if pns, pname, isGateway := parentGateway(ls); isGateway && pns == ns && pname == name {
+				c.queue.Add(ListenerSetKey(ls.Namespace, ls.Name))
+			}
 		}
 	}
-	return false, nil
+}
+
+// gatewayAPIServed says which Gateway API resources the apiserver serves (their CRDs
+// are installed and established). A group it does not serve at all is no error.
+func gatewayAPIServed(d discovery.DiscoveryInterface) (map[string]bool, error) {
+	list, err := d.ServerResourcesForGroupVersion(gatewayAPIGroupVersion)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	served := map[string]bool{}
+	for _, r := range list.APIResources {
+		served[r.Name] = true
+	}
+	return served, nil
 }
 
 // sleep waits d on clk; false when ctx ended first.
@@ -128,6 +206,32 @@ func gatewaySource(gw *gatewayv1.Gateway) source {
 	}
 }
 
+// listenerSetSource is a ListenerSet as ProcessItem sees it; parent is its Gateway,
+// nil when not found.
+func listenerSetSource(ls *gatewayv1.ListenerSet, parent *gatewayv1.Gateway) source {
+	pns, pname, _ := parentGateway(ls)
+	return source{
+		key: ListenerSetKey(ls.Namespace, ls.Name), uid: ls.UID, version: ls.ResourceVersion,
+		annotations: ls.Annotations,
+		desired: func(issuerName string, iss Issuer) []Desired {
+			return ListenerSetCertificates(ls, parent, issuerName, iss)
+		},
+		route: func(b *solverBackend) edge.HTTP01Router { return newListenerSetRoute(b, ls, pns, pname) },
+	}
+}
+
+// parentGateway is the namespace and name of a ListenerSet's parent, and whether it
+// is a Gateway (the only parent kind the API defines today).
+func parentGateway(ls *gatewayv1.ListenerSet) (ns, name string, isGateway bool) {
+	ref := ls.Spec.ParentRef
+	ns = ls.Namespace
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
+	}
+	isGateway = (ref.Kind == nil || *ref.Kind == "Gateway") && (ref.Group == nil || *ref.Group == gatewayv1.GroupName)
+	return ns, string(ref.Name), isGateway
+}
+
 // GatewayCertificates is the Gateway policy, cert-manager's gateway-shim's rules:
 // every listener that terminates TLS (protocol HTTPS, or TLS in mode Terminate) and
 // has a hostname asks, for that hostname, for a certificate in each Secret its
@@ -144,9 +248,36 @@ func gatewaySource(gw *gatewayv1.Gateway) source {
 // Passthrough listeners are skipped silently: the backend terminates TLS, so its
 // certificate is not the Gateway's.
 func GatewayCertificates(gw *gatewayv1.Gateway, issuerName string, iss Issuer) []Desired {
+	return listenerCertificates(gw.Namespace, gw.Spec.Listeners, gw.Spec.Listeners, "", issuerName, iss)
+}
+
+// ListenerSetCertificates applies the Gateway rules to a ListenerSet's listeners. Its
+// certificates live in its own namespace; for http-01, the plain-HTTP listener may be
+// its own or its parent Gateway's (parent is nil when that Gateway is not found).
+func ListenerSetCertificates(ls *gatewayv1.ListenerSet, parent *gatewayv1.Gateway, issuerName string, iss Issuer) []Desired {
+	own := make([]gatewayv1.Listener, 0, len(ls.Spec.Listeners))
+	for _, e := range ls.Spec.Listeners {
+		own = append(own, gatewayv1.Listener{
+			Name: e.Name, Hostname: e.Hostname, Port: e.Port, Protocol: e.Protocol, TLS: e.TLS, AllowedRoutes: e.AllowedRoutes,
+		})
+	}
+	plain, missing := own, ""
+	if parent != nil {
+		plain = append(slices.Clone(own), parent.Spec.Listeners...)
+	} else {
+		ns, name, _ := parentGateway(ls)
+		missing = fmt.Sprintf(" (its parent Gateway %s/%s is not found)", ns, name)
+	}
+	return listenerCertificates(ls.Namespace, own, plain, missing, issuerName, iss)
+}
+
+// listenerCertificates is the policy over listeners in namespace ns; plain are the
+// listeners an http-01 request may arrive through, and noPlainHint is added to the
+// problem when none accepts the host.
+func listenerCertificates(ns string, listeners, plain []gatewayv1.Listener, noPlainHint, issuerName string, iss Issuer) []Desired {
 	var out []Desired
 	index := map[string]int{}
-	for _, l := range gw.Spec.Listeners {
+	for _, l := range listeners {
 		if !terminatesTLS(l) {
 			continue
 		}
@@ -164,16 +295,16 @@ func GatewayCertificates(gw *gatewayv1.Gateway, issuerName string, iss Issuer) [
 			out = append(out, Desired{Problem: fmt.Sprintf("%s (%s): wildcard hosts need a dns-01 issuer", where, host)})
 			continue
 		}
-		if iss.Solver.Type == edge.HTTP01 && !servesHTTP(gw, host) {
-			out = append(out, Desired{Problem: fmt.Sprintf("%s (%s): no HTTP listener of this Gateway accepts the host, so an http-01 challenge cannot reach it; add one on port 80 or use a dns-01 issuer", where, host)})
+		if iss.Solver.Type == edge.HTTP01 && !servesHTTP(plain, host) {
+			out = append(out, Desired{Problem: fmt.Sprintf("%s (%s): no HTTP listener accepts the host%s, so an http-01 challenge cannot reach it; add one on port 80 or use a dns-01 issuer", where, host, noPlainHint)})
 			continue
 		}
 		for i, ref := range l.TLS.CertificateRefs {
-			if problem := secretRefProblem(gw.Namespace, ref); problem != "" {
+			if problem := secretRefProblem(ns, ref); problem != "" {
 				out = append(out, Desired{Problem: fmt.Sprintf("%s tls.certificateRefs[%d]: %s", where, i, problem)})
 				continue
 			}
-			name := CertificateName(gw.Namespace, string(ref.Name))
+			name := CertificateName(ns, string(ref.Name))
 			if j, ok := index[name]; ok {
 				out[j].Spec.DNSNames = normalizeHosts(append(out[j].Spec.DNSNames, host))
 				continue
@@ -196,7 +327,7 @@ func terminatesTLS(l gatewayv1.Listener) bool {
 	return l.TLS.Mode == nil || *l.TLS.Mode != gatewayv1.TLSModePassthrough
 }
 
-func secretRefProblem(gatewayNS string, ref gatewayv1.SecretObjectReference) string {
+func secretRefProblem(ns string, ref gatewayv1.SecretObjectReference) string {
 	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
 		group, kind := "", "Secret"
 		if ref.Group != nil {
@@ -207,16 +338,16 @@ func secretRefProblem(gatewayNS string, ref gatewayv1.SecretObjectReference) str
 		}
 		return fmt.Sprintf("%s %q is not a core Secret; certmesh writes only kubernetes.io/tls Secrets", strings.TrimPrefix(group+"/"+kind, "/"), ref.Name)
 	}
-	if ref.Namespace != nil && string(*ref.Namespace) != "" && string(*ref.Namespace) != gatewayNS {
-		return fmt.Sprintf("Secret %s/%s is in another namespace; certmesh writes a Gateway's certificates only into the Gateway's namespace", *ref.Namespace, ref.Name)
+	if ref.Namespace != nil && string(*ref.Namespace) != "" && string(*ref.Namespace) != ns {
+		return fmt.Sprintf("Secret %s/%s is in another namespace; certmesh writes a listener's certificates only into its Gateway's (or ListenerSet's) namespace", *ref.Namespace, ref.Name)
 	}
 	return ""
 }
 
-// servesHTTP says whether a plain-HTTP listener of gw accepts host: one without a
-// hostname, with exactly host, or with a wildcard covering it.
-func servesHTTP(gw *gatewayv1.Gateway, host string) bool {
-	return slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool {
+// servesHTTP says whether a plain-HTTP listener among listeners accepts host: one
+// without a hostname, with exactly host, or with a wildcard covering it.
+func servesHTTP(listeners []gatewayv1.Listener, host string) bool {
+	return slices.ContainsFunc(listeners, func(l gatewayv1.Listener) bool {
 		if l.Protocol != gatewayv1.HTTPProtocolType {
 			return false
 		}

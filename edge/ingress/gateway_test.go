@@ -114,7 +114,7 @@ func TestGatewayCertificates(t *testing.T) {
 			gw:           testGateway(httpListener("other.example"), httpsListener("https", "a.example", certRef("s"))),
 			iss:          http,
 			wantNames:    map[string][]string{},
-			wantProblems: []string{"no HTTP listener of this Gateway accepts the host"},
+			wantProblems: []string{"no HTTP listener accepts the host"},
 		},
 		{
 			name:      "dns-01 needs no HTTP listener",
@@ -173,10 +173,10 @@ func TestServesHTTP(t *testing.T) {
 		{"*.example", ".example", false},
 	} {
 		gw := testGateway(httpListener(tc.listener))
-		require.Equal(t, tc.want, servesHTTP(gw, tc.host), "listener %q host %q", tc.listener, tc.host)
+		require.Equal(t, tc.want, servesHTTP(gw.Spec.Listeners, tc.host), "listener %q host %q", tc.listener, tc.host)
 	}
 	tlsOnly := testGateway(httpsListener("https", "a.example", certRef("s")))
-	require.False(t, servesHTTP(tlsOnly, "a.example"), "an HTTPS listener does not take the ACME CA's plain-HTTP request")
+	require.False(t, servesHTTP(tlsOnly.Spec.Listeners, "a.example"), "an HTTPS listener does not take the ACME CA's plain-HTTP request")
 }
 
 func TestGatewayRoute(t *testing.T) {
@@ -270,15 +270,132 @@ func TestGatewayAPIServed(t *testing.T) {
 	client := fake.NewClientset()
 	served, err := gatewayAPIServed(client.Discovery())
 	require.NoError(t, err, "a missing group is not an error")
-	require.False(t, served)
+	require.False(t, served[resourceGateways])
 	client.Resources = []*metav1.APIResourceList{{GroupVersion: gatewayAPIGroupVersion, APIResources: []metav1.APIResource{{Name: "httproutes"}}}}
 	served, err = gatewayAPIServed(client.Discovery())
 	require.NoError(t, err)
-	require.False(t, served, "HTTPRoutes alone are not Gateways")
-	client.Resources[0].APIResources = append(client.Resources[0].APIResources, metav1.APIResource{Name: "gateways"})
+	require.False(t, served[resourceGateways], "HTTPRoutes alone are not Gateways")
+	client.Resources[0].APIResources = append(client.Resources[0].APIResources, metav1.APIResource{Name: "gateways"}, metav1.APIResource{Name: "listenersets"})
 	served, err = gatewayAPIServed(client.Discovery())
 	require.NoError(t, err)
-	require.True(t, served)
+	require.True(t, served[resourceGateways])
+	require.True(t, served[resourceListenerSets])
+}
+
+func testListenerSet(parentNS string, entries ...gatewayv1.Listener) *gatewayv1.ListenerSet {
+	ls := &gatewayv1.ListenerSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "team", Namespace: "team-a", UID: "ls-uid", Annotations: map[string]string{AnnotationIssuer: "le"}},
+		Spec:       gatewayv1.ListenerSetSpec{ParentRef: gatewayv1.ParentGatewayReference{Name: "edge"}},
+	}
+	if parentNS != "" {
+		ls.Spec.ParentRef.Namespace = ptr(gatewayv1.Namespace(parentNS))
+	}
+	for _, l := range entries {
+		ls.Spec.Listeners = append(ls.Spec.Listeners, gatewayv1.ListenerEntry{
+			Name: l.Name, Hostname: l.Hostname, Port: l.Port, Protocol: l.Protocol, TLS: l.TLS,
+		})
+	}
+	return ls
+}
+
+func TestListenerSetCertificates(t *testing.T) {
+	http := Issuer{Solver: edge.SolverConfig{Type: edge.HTTP01}}
+	parent := testGateway(httpListener(""))
+	https := httpsListener("https", "team.example", certRef("team-tls"))
+
+	got := ListenerSetCertificates(testListenerSet("shop", https), parent, "le", http)
+	require.Len(t, got, 1)
+	require.Empty(t, got[0].Problem)
+	require.Equal(t, "team-a/team-tls", got[0].Spec.Name, "the Secret is in the ListenerSet's namespace")
+	require.Equal(t, []string{"team.example"}, got[0].Spec.DNSNames)
+
+	got = ListenerSetCertificates(testListenerSet("shop", https), nil, "le", http)
+	require.Len(t, got, 1)
+	require.Contains(t, got[0].Problem, "its parent Gateway shop/edge is not found")
+
+	got = ListenerSetCertificates(testListenerSet("shop", https, httpListener("team.example")), nil, "le", http)
+	require.Len(t, got, 1)
+	require.Empty(t, got[0].Problem, "its own HTTP listener is enough")
+
+	ref := certRef("x")
+	ref.Namespace = ptr(gatewayv1.Namespace("shop"))
+	got = ListenerSetCertificates(testListenerSet("shop", httpsListener("https", "team.example", ref)), parent, "le", http)
+	require.Len(t, got, 1)
+	require.Contains(t, got[0].Problem, "Secret shop/x is in another namespace")
+}
+
+func TestParentGateway(t *testing.T) {
+	ns, name, ok := parentGateway(testListenerSet(""))
+	require.Equal(t, []any{"team-a", "edge", true}, []any{ns, name, ok}, "the parent defaults to the ListenerSet's namespace")
+	ls := testListenerSet("shop")
+	ls.Spec.ParentRef.Kind = ptr(gatewayv1.Kind("Mesh"))
+	_, _, ok = parentGateway(ls)
+	require.False(t, ok)
+}
+
+func TestListenerSetRoute(t *testing.T) {
+	ctx := context.Background()
+	gws := gatewayfake.NewClientset()
+	ls := testListenerSet("shop")
+	r := newListenerSetRoute(&solverBackend{client: fake.NewClientset(), gateways: gws, podIP: "10.0.0.7", port: 8089}, ls, "shop", "edge")
+	require.NoError(t, r.Route(ctx, "team.example", "tok", "tok.key"))
+	hr, err := gws.GatewayV1().HTTPRoutes("team-a").Get(ctx, objectName("team.example", "tok"), metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Len(t, hr.Spec.ParentRefs, 2)
+	require.Equal(t, gatewayv1.Kind("ListenerSet"), *hr.Spec.ParentRefs[0].Kind)
+	require.Equal(t, gatewayv1.ObjectName("team"), hr.Spec.ParentRefs[0].Name)
+	require.Equal(t, gatewayv1.ObjectName("edge"), hr.Spec.ParentRefs[1].Name)
+	require.Equal(t, gatewayv1.Namespace("shop"), *hr.Spec.ParentRefs[1].Namespace)
+	require.Equal(t, "ListenerSet", hr.OwnerReferences[0].Kind)
+	require.NoError(t, r.Unroute(ctx, "team.example", "tok"))
+	_, err = gws.GatewayV1().HTTPRoutes("team-a").Get(ctx, objectName("team.example", "tok"), metav1.GetOptions{})
+	require.Error(t, err)
+}
+
+// TestProcessListenerSet: a ListenerSet whose parent Gateway has no HTTP listener is
+// refused; once the Gateway gets one, the Gateway's event re-enqueues the
+// ListenerSet and it gets its certificate.
+func TestProcessListenerSet(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset(issuersCM("le:\n  directory: https://acme.test/dir\n"))
+	client.Resources = []*metav1.APIResourceList{{GroupVersion: gatewayAPIGroupVersion, APIResources: []metav1.APIResource{{Name: "gateways"}, {Name: "listenersets"}}}}
+	parent := testGateway(httpsListener("https", "shop.example", certRef("shop-tls")))
+	gws := gatewayClient(t, parent)
+	_, err := gws.GatewayV1().ListenerSets("team-a").Create(ctx, testListenerSet("shop", httpsListener("https", "team.example", certRef("team-tls"))), metav1.CreateOptions{})
+	require.NoError(t, err)
+	c := startedWithGateways(t, client, gws)
+	require.Eventually(t, func() bool {
+		_, store := c.gateways.listenerSets()
+		return store != nil && len(store.List()) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+
+	require.NoError(t, c.ProcessItem(ctx, ListenerSetKey("team-a", "team")))
+	require.Empty(t, c.Status())
+	evs, err := client.CoreV1().Events("team-a").List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, evs.Items, 1)
+	require.Equal(t, "ListenerSet", evs.Items[0].InvolvedObject.Kind)
+	require.Contains(t, evs.Items[0].Message, "no HTTP listener accepts the host")
+
+	// The parent gets a plain-HTTP listener: its event enqueues the ListenerSet.
+	parent = parent.DeepCopy()
+	parent.Spec.Listeners = append(parent.Spec.Listeners, httpListener(""))
+	_, err = gws.GatewayV1().Gateways("shop").Update(ctx, parent, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		for c.queue.Len() > 0 {
+			key, _ := c.queue.Get()
+			if key.Kind == KindListenerSet {
+				require.Equal(t, ListenerSetKey("team-a", "team"), key)
+				require.NoError(t, c.ProcessItem(ctx, key))
+			}
+			c.queue.Done(key)
+		}
+		return len(c.Status()) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	st := c.Status()[0]
+	require.Equal(t, "team-a/team", st.ListenerSet)
+	require.Equal(t, "team-a/team-tls", st.Secret)
 }
 
 // startedWithGateways is started with a Gateway API client: the informers are synced

@@ -12,13 +12,14 @@ type Kind string
 
 // The kinds the controller watches.
 const (
-	KindIngress Kind = "Ingress" // networking.k8s.io/v1
-	KindGateway Kind = "Gateway" // gateway.networking.k8s.io/v1, when its CRD is served
+	KindIngress     Kind = "Ingress"     // networking.k8s.io/v1
+	KindGateway     Kind = "Gateway"     // gateway.networking.k8s.io/v1, when its CRD is served
+	KindListenerSet Kind = "ListenerSet" // gateway.networking.k8s.io/v1, when its CRD is served
 )
 
 // apiVersion is the group/version each Kind is read in (Events, owner references).
 func (k Kind) apiVersion() string {
-	if k == KindGateway {
+	if k == KindGateway || k == KindListenerSet {
 		return gatewayAPIGroupVersion
 	}
 	return "networking.k8s.io/v1"
@@ -32,9 +33,10 @@ type Key struct {
 	Name      string
 }
 
-// IngressKey and GatewayKey name an Ingress and a Gateway.
-func IngressKey(namespace, name string) Key { return Key{KindIngress, namespace, name} }
-func GatewayKey(namespace, name string) Key { return Key{KindGateway, namespace, name} }
+// IngressKey, GatewayKey and ListenerSetKey name an object of each kind.
+func IngressKey(namespace, name string) Key     { return Key{KindIngress, namespace, name} }
+func GatewayKey(namespace, name string) Key     { return Key{KindGateway, namespace, name} }
+func ListenerSetKey(namespace, name string) Key { return Key{KindListenerSet, namespace, name} }
 
 // String is "Kind namespace/name", as logs and conflict Events show it.
 func (k Key) String() string { return string(k.Kind) + " " + k.Ref() }
@@ -52,7 +54,8 @@ type source struct {
 	// desired applies the kind's policy (DesiredCertificates, GatewayCertificates).
 	desired func(issuerName string, iss Issuer) []Desired
 	// route makes the HTTP-01 router that sends the challenge path through this
-	// object's data plane (a temporary Ingress, or an HTTPRoute on the Gateway).
+	// object's data plane (a temporary Ingress, or an HTTPRoute on the Gateway or
+	// ListenerSet).
 	route func(*solverBackend) edge.HTTP01Router
 }
 

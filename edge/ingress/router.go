@@ -52,6 +52,10 @@ type route struct {
 	ownerUID   types.UID
 	className  string // Ingress only: the class the challenge Ingress copies
 	classAnnot string
+	// ListenerSet only: its parent Gateway, which the HTTPRoute attaches to as
+	// well (the plain-HTTP listener may be the Gateway's).
+	parentNamespace string
+	parentName      string
 }
 
 var _ edge.HTTP01Router = route{}
@@ -66,6 +70,13 @@ func newRoute(b *solverBackend, ing *networkingv1.Ingress) route {
 
 func newGatewayRoute(b *solverBackend, gw *gatewayv1.Gateway) route {
 	return route{backend: b, kind: KindGateway, namespace: gw.Namespace, owner: gw.Name, ownerUID: gw.UID}
+}
+
+func newListenerSetRoute(b *solverBackend, ls *gatewayv1.ListenerSet, parentNamespace, parentName string) route {
+	return route{
+		backend: b, kind: KindListenerSet, namespace: ls.Namespace, owner: ls.Name, ownerUID: ls.UID,
+		parentNamespace: parentNamespace, parentName: parentName,
+	}
 }
 
 // objectName is the name of the three objects of one challenge.
@@ -99,7 +110,7 @@ func (r route) Unroute(ctx context.Context, domain, token string) error {
 	name := objectName(domain, token)
 	c := r.backend.client
 	var rule error
-	if r.kind == KindGateway {
+	if r.kind == KindGateway || r.kind == KindListenerSet {
 		rule = r.deleteHTTPRoute(ctx, name)
 	} else {
 		rule = ignoreNotFound(c.NetworkingV1().Ingresses(r.namespace).Delete(ctx, name, metav1.DeleteOptions{}))
@@ -151,7 +162,7 @@ func (r route) createEndpoints(ctx context.Context, meta metav1.ObjectMeta) erro
 
 // createRule routes the challenge path to the Service through the owner's data plane.
 func (r route) createRule(ctx context.Context, meta metav1.ObjectMeta, domain, token string) error {
-	if r.kind == KindGateway {
+	if r.kind == KindGateway || r.kind == KindListenerSet {
 		return r.createHTTPRoute(ctx, meta, domain, token)
 	}
 	return r.createIngress(ctx, meta, domain, token)
@@ -200,7 +211,8 @@ func ignoreNotFound(err error) error {
 // Gateway. Its parentRef names the Gateway without a sectionName, so it attaches to
 // every listener that accepts HTTPRoutes for that host — the plain-HTTP one the ACME
 // CA connects to among them (GatewayCertificates refuses an http-01 certificate for a
-// Gateway without one).
+// Gateway without one). For a ListenerSet it names the ListenerSet and its parent
+// Gateway, either of which may hold that listener.
 func (r route) createHTTPRoute(ctx context.Context, meta metav1.ObjectMeta, domain, token string) error {
 	if r.backend.gateways == nil {
 		return errors.New("ingress: http-01 for a Gateway needs the Gateway API client")
@@ -209,7 +221,7 @@ func (r route) createHTTPRoute(ctx context.Context, meta metav1.ObjectMeta, doma
 	path := acmeChallengePrefix + token
 	port := gatewayv1.PortNumber(80)
 	hr := &gatewayv1.HTTPRoute{ObjectMeta: meta, Spec: gatewayv1.HTTPRouteSpec{
-		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: gatewayv1.ObjectName(r.owner)}}},
+		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: r.parentRefs()},
 		Hostnames:       []gatewayv1.Hostname{gatewayv1.Hostname(domain)},
 		Rules: []gatewayv1.HTTPRouteRule{{
 			Matches: []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: &exact, Value: &path}}},
@@ -227,4 +239,21 @@ func (r route) deleteHTTPRoute(ctx context.Context, name string) error {
 		return nil
 	}
 	return ignoreNotFound(r.backend.gateways.GatewayV1().HTTPRoutes(r.namespace).Delete(ctx, name, metav1.DeleteOptions{}))
+}
+
+func (r route) parentRefs() []gatewayv1.ParentReference {
+	if r.kind != KindListenerSet {
+		return []gatewayv1.ParentReference{{Name: gatewayv1.ObjectName(r.owner)}}
+	}
+	group, kind := gatewayv1.Group(gatewayv1.GroupName), gatewayv1.Kind(KindListenerSet)
+	refs := []gatewayv1.ParentReference{{Group: &group, Kind: &kind, Name: gatewayv1.ObjectName(r.owner)}}
+	if r.parentName != "" {
+		parent := gatewayv1.ParentReference{Name: gatewayv1.ObjectName(r.parentName)}
+		if r.parentNamespace != r.namespace {
+			ns := gatewayv1.Namespace(r.parentNamespace)
+			parent.Namespace = &ns
+		}
+		refs = append(refs, parent)
+	}
+	return refs
 }

@@ -6,9 +6,11 @@ import "github.com/certmesh/certmesh/edge"
 // plus where it lives and who asked for it.
 type CertificateStatus struct {
 	edge.CertStatus
-	// Ingress or Gateway is the "namespace/name" of the object asking for it.
-	Ingress string `json:"ingress,omitempty"`
-	Gateway string `json:"gateway,omitempty"`
+	// Ingress, Gateway or ListenerSet is the "namespace/name" of the object asking
+	// for it.
+	Ingress     string `json:"ingress,omitempty"`
+	Gateway     string `json:"gateway,omitempty"`
+	ListenerSet string `json:"listenerSet,omitempty"`
 	// Secret is the "namespace/name" of the kubernetes.io/tls Secret holding it.
 	Secret string `json:"secret"`
 }
@@ -26,6 +28,8 @@ func (c *Controller) Status() []CertificateStatus {
 			st.Ingress = owner.Ref()
 		case KindGateway:
 			st.Gateway = owner.Ref()
+		case KindListenerSet:
+			st.ListenerSet = owner.Ref()
 		}
 		out = append(out, st)
 	}

@@ -59,6 +59,9 @@ func (c *Controller) enqueueAll() {
 	if store := c.gateways.store(); store != nil {
 		add(KindGateway, store)
 	}
+	if _, store := c.gateways.listenerSets(); store != nil {
+		add(KindListenerSet, store)
+	}
 }
 
 // secretDeleted enqueues the object owning a deleted certificate Secret; its

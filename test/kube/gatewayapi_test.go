@@ -26,7 +26,9 @@ import (
 
 // gatewayAPICRDs are the standard-channel CRDs the test installs, from the
 // sigs.k8s.io/gateway-api module go.mod pins (the version the controller's client is).
-var gatewayAPICRDs = []string{"gateway.networking.k8s.io_gateways.yaml", "gateway.networking.k8s.io_httproutes.yaml"}
+var gatewayAPICRDs = []string{
+	"gateway.networking.k8s.io_gateways.yaml", "gateway.networking.k8s.io_listenersets.yaml", "gateway.networking.k8s.io_httproutes.yaml",
+}
 
 // installGatewayAPI applies the Gateway API CRDs and removes them when the test ends.
 func installGatewayAPI(t testing.TB) {
@@ -99,8 +101,9 @@ func (rw *routeWatch) snapshot() ([]string, []*gatewayv1.HTTPRoute) {
 // API exists, installs its CRDs, and checks that an annotated Gateway's HTTPS
 // listener gets a certificate from Pebble in the Secret it names: the challenge is
 // routed by a temporary HTTPRoute attached to the Gateway (gone afterwards), a
-// listener certmesh cannot serve gets an Event, and a deleted Secret comes back
-// without a new order. All of it as certmesh-server's ServiceAccount, with
+// listener certmesh cannot serve gets an Event, a ListenerSet attached to the Gateway
+// gets its listener's certificate, and a deleted Secret comes back without a new
+// order. All of it as certmesh-server's ServiceAccount, with
 // deploy/kubernetes/rbac.yaml's rights.
 func TestGatewayListenerCertificateFromPebble(t *testing.T) {
 	require.Eventually(t, func() bool { return !gatewaysServed(t) }, time.Minute, 100*time.Millisecond,
@@ -144,6 +147,36 @@ func TestGatewayListenerCertificateFromPebble(t *testing.T) {
 	require.Len(t, st, 1, "only the listener with a hostname gets a certificate")
 	require.Equal(t, r.appNS+"/edge", st[0].Gateway)
 	require.Equal(t, r.appNS+"/shop-tls", st[0].Secret)
+
+	// A ListenerSet attached to the Gateway gets its own listener's certificate; the
+	// challenge arrives through the Gateway's plain-HTTP listener.
+	teamHost := gatewayv1.Hostname("team.gateway.example.test")
+	ls := &gatewayv1.ListenerSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "team", Namespace: r.appNS, Annotations: map[string]string{ingress.AnnotationIssuer: "pebble"}},
+		Spec: gatewayv1.ListenerSetSpec{ParentRef: gatewayv1.ParentGatewayReference{Name: "edge"}, Listeners: []gatewayv1.ListenerEntry{{
+			Name: "team", Port: 443, Protocol: gatewayv1.HTTPSProtocolType, Hostname: &teamHost,
+			TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: "team-tls"}}},
+		}}},
+	}
+	require.Eventually(t, func() bool {
+		_, err = admin.GatewayV1().ListenerSets(r.appNS).Create(ctx, ls, metav1.CreateOptions{})
+		return err == nil
+	}, 30*time.Second, 100*time.Millisecond, "create ListenerSet: %v", err)
+	teamSec := r.waitSecret(t, "team-tls", nil)
+	leaf = verifyPebbleChain(t, r.p, teamSec.Data[corev1.TLSCertKey], string(teamHost))
+	require.Equal(t, []string{string(teamHost)}, leaf.DNSNames)
+	requireEventOn(t, "ListenerSet", r.appNS, "team", ingress.ReasonIssued)
+	require.Eventually(t, func() bool {
+		events, _ := routes.snapshot()
+		return len(events) == 4 && events[3] == "DELETED "+string(teamHost)
+	}, 10*time.Second, 20*time.Millisecond, "solver HTTPRoute events")
+	_, seen = routes.snapshot()
+	require.Len(t, seen[2].Spec.ParentRefs, 2, "the ListenerSet and its Gateway")
+	require.Equal(t, gatewayv1.Kind("ListenerSet"), *seen[2].Spec.ParentRefs[0].Kind)
+	require.Equal(t, gatewayv1.ObjectName("edge"), seen[2].Spec.ParentRefs[1].Name)
+	require.NoError(t, admin.GatewayV1().ListenerSets(r.appNS).Delete(ctx, "team", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool { return len(r.ctrl.Status()) == 1 }, 15*time.Second, 20*time.Millisecond,
+		"the ListenerSet's certificate is released with it")
 
 	// Deleting the Secret brings it back: the same certificate, no new order.
 	require.NoError(t, cluster.Client.CoreV1().Secrets(r.appNS).Delete(ctx, "shop-tls", metav1.DeleteOptions{}))
