@@ -257,9 +257,7 @@ func GatewayCertificates(gw *gatewayv1.Gateway, issuerName string, iss Issuer) [
 func ListenerSetCertificates(ls *gatewayv1.ListenerSet, parent *gatewayv1.Gateway, issuerName string, iss Issuer) []Desired {
 	own := make([]gatewayv1.Listener, 0, len(ls.Spec.Listeners))
 	for _, e := range ls.Spec.Listeners {
-		own = append(own, gatewayv1.Listener{
-			Name: e.Name, Hostname: e.Hostname, Port: e.Port, Protocol: e.Protocol, TLS: e.TLS, AllowedRoutes: e.AllowedRoutes,
-		})
+		own = append(own, gatewayv1.Listener(e)) // the same fields, so a ListenerSet's listener is a Gateway's
 	}
 	plain, missing := own, ""
 	if parent != nil {
