@@ -35,8 +35,10 @@ type kubeFlags struct {
 	clusterDomain     string
 	noBundles         bool
 	envoyBootstrap    string
+	watchServices     bool
 
-	rest *rest.Config // set by apply: clients for other APIs (the Gateway API) share it
+	rest     *rest.Config    // set by apply: clients for other APIs (the Gateway API) share it
+	attestor *k8sid.Attestor // set by apply: its Run keeps the Service cache
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet) {
@@ -51,6 +53,7 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.lease, "leader-lease", "", "name of the leader election Lease (default certmesh-leader)")
 	fs.StringVar(&k.clusterDomain, "cluster-domain", k8sid.DefaultClusterDomain, "cluster DNS domain for Service names in SVIDs")
 	fs.BoolVar(&k.noBundles, "no-bundle-publication", false, "do not publish the trust bundle as ConfigMaps/ClusterTrustBundle")
+	fs.BoolVar(&k.watchServices, "watch-services", true, "keep Service selectors in a watch cache (one watch per replica) instead of listing a namespace's Services for every uncached token review")
 	fs.StringVar(&k.envoyBootstrap, "envoy-bootstrap", "", "sidecar Envoy bootstrap (deploy/envoy/sidecar.yaml) to publish in every namespace beside the bundle, for injected pods")
 }
 
@@ -111,12 +114,13 @@ func (k *kubeFlags) apply(cfg *server.Config, log *slog.Logger) error {
 	}
 	att, err := k8sid.New(k8sid.Config{
 		Client: client, TrustDomain: cfg.TrustDomain, Audience: k.audience, ClusterDomain: k.clusterDomain,
-		Policy: k8sid.Policy{ExcludedNamespaces: splitList(k.excludeNamespaces), ExcludedServiceAccounts: splitList(k.excludeSAs)},
-		Clock:  cfg.Clock, Logger: log,
+		Policy:        k8sid.Policy{ExcludedNamespaces: splitList(k.excludeNamespaces), ExcludedServiceAccounts: splitList(k.excludeSAs)},
+		WatchServices: k.watchServices, Clock: cfg.Clock, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
+	k.attestor = att
 	cfg.Attestors = append(cfg.Attestors, identity.Attestor(att))
 	cfg.Kubernetes = &server.KubernetesConfig{
 		Client: client, Namespace: k.resolveNamespace(), Identity: k.resolvePodName(),

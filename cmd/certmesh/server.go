@@ -86,6 +86,9 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	for _, run := range runners.every {
 		g.Go(func() error { return run(ctx) })
 	}
+	if kf.attestor != nil {
+		g.Go(func() error { return kf.attestor.Run(ctx) })
+	}
 	if edgeMgr != nil {
 		g.Go(func() error { return edgeMgr.Run(ctx) })
 	}

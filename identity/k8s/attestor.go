@@ -74,6 +74,10 @@ type Config struct {
 	CacheTTL      time.Duration
 	CacheSize     int
 	ClusterDomain string // for Service DNS names (default cluster.local)
+	// WatchServices makes Run keep every Service's selector in an informer, so a
+	// review that needs DNS names costs no Services LIST (one watch per replica
+	// instead of one LIST of the namespace per uncached review).
+	WatchServices bool
 	Clock         clock.PassiveClock
 	Logger        *slog.Logger
 }
@@ -93,8 +97,9 @@ func (p Policy) Excluded(ns, sa string) bool {
 
 // Attestor implements identity.Attestor for ServiceAccount tokens.
 type Attestor struct {
-	cfg   Config
-	cache *reviewCache
+	cfg      Config
+	cache    *reviewCache
+	services serviceSelectors // set by Run once the Service informer has synced
 }
 
 var _ identity.Attestor = (*Attestor)(nil)

@@ -169,3 +169,54 @@ func TestReviewUnavailableNotCached(t *testing.T) {
 	}
 	require.Equal(t, 2, calls)
 }
+
+// TestWatchServices: with the Service informer synced, a review lists no Services
+// and still finds the selecting ones, including a Service created afterwards; the
+// cache keeps only what DNS names need.
+func TestWatchServices(t *testing.T) {
+	web := svc("web", map[string]string{"app": "web"})
+	web.Annotations = map[string]string{"big": "value"}
+	cs, _ := fakeCluster(t, nil, pod("web-0", map[string]string{"app": "web"}), web, svc("db", map[string]string{"app": "db"}))
+	a, err := New(Config{Client: cs, TrustDomain: td, WatchServices: true, CacheTTL: -1, Clock: clocktesting.NewFakePassiveClock(now)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	require.Eventually(t, func() bool { return a.services.get() != nil }, 10*time.Second, 5*time.Millisecond)
+
+	listsBefore := countActions(cs, "list", "services")
+	tok := jwtFor(t, saClaims("spiffe://example.org", now.Add(time.Hour), "web-0"))
+	id, err := a.Attest(context.Background(), identity.Credential{BearerToken: tok})
+	require.NoError(t, err)
+	require.Equal(t, []string{"web.shop.svc", "web.shop.svc.cluster.local"}, id.DNSNames)
+	require.Equal(t, listsBefore, countActions(cs, "list", "services"), "no Services LIST per review")
+
+	_, err = cs.CoreV1().Services("shop").Create(ctx, svc("web-canary", map[string]string{"app": "web"}), metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		id, err := a.Attest(context.Background(), identity.Credential{BearerToken: tok})
+		return err == nil && len(id.DNSNames) == 4
+	}, 10*time.Second, 10*time.Millisecond, "a new Service reaches the cache")
+
+	cached, err := a.services.get().Services("shop").Get("web")
+	require.NoError(t, err)
+	require.Empty(t, cached.Annotations, "only name and selector are kept")
+	require.Equal(t, map[string]string{"app": "web"}, cached.Spec.Selector)
+}
+
+func TestRunWithoutWatchReturns(t *testing.T) {
+	a, err := New(Config{Client: fake.NewClientset(), TrustDomain: td})
+	require.NoError(t, err)
+	require.NoError(t, a.Run(context.Background()))
+}
+
+func countActions(cs *fake.Clientset, verb, resource string) int {
+	n := 0
+	for _, act := range cs.Actions() {
+		if act.GetVerb() == verb && act.GetResource().Resource == resource {
+			n++
+		}
+	}
+	return n
+}

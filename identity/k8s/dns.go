@@ -4,6 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/informers"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,13 +33,13 @@ func (a *Attestor) podDNSNames(ctx context.Context, ns, podName, podUID string) 
 	case podUID != "" && string(pod.UID) != podUID:
 		return nil, fmt.Errorf("%w: %s/%s was recreated", ErrPodGone, ns, podName)
 	}
-	svcs, err := a.cfg.Client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+	svcs, err := a.servicesIn(ctx, ns)
 	if err != nil {
 		return nil, fmt.Errorf("%w: list services: %v", ErrReviewUnavailable, err)
 	}
 	var names []string
 	podLabels := labels.Set(pod.Labels)
-	for _, s := range svcs.Items {
+	for _, s := range svcs {
 		if len(s.Spec.Selector) == 0 || !labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) {
 			continue
 		}
@@ -40,4 +47,83 @@ func (a *Attestor) podDNSNames(ctx context.Context, ns, podName, podUID string) 
 	}
 	slices.Sort(names)
 	return names, nil
+}
+
+// servicesIn reads the Services of ns from the informer when Run keeps one, else
+// from the apiserver.
+func (a *Attestor) servicesIn(ctx context.Context, ns string) ([]*corev1.Service, error) {
+	if lister := a.services.get(); lister != nil {
+		return lister.Services(ns).List(labels.Everything())
+	}
+	list, err := a.cfg.Client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*corev1.Service, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out, nil
+}
+
+// serviceSelectors holds the Service lister once its informer has synced.
+type serviceSelectors struct {
+	mu     sync.Mutex
+	lister corelisters.ServiceLister
+}
+
+func (s *serviceSelectors) get() corelisters.ServiceLister {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lister
+}
+
+func (s *serviceSelectors) set(l corelisters.ServiceLister) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lister = l
+}
+
+// ServicesCached reports whether reviews read Services from the watch cache
+// (Config.WatchServices, once Run's informer has synced).
+func (a *Attestor) ServicesCached() bool { return a.services.get() != nil }
+
+// serviceResync is the informer's resync period; the watch keeps it current.
+const serviceResync = 10 * time.Minute
+
+// Run keeps the Service informer (Config.WatchServices) until ctx ends; without
+// it, Run returns at once. Until the informer has synced, reviews LIST as before.
+// Only the name, namespace and selector of each Service are kept.
+func (a *Attestor) Run(ctx context.Context) error {
+	if !a.cfg.WatchServices {
+		return nil
+	}
+	factory := informers.NewSharedInformerFactory(a.cfg.Client, serviceResync)
+	defer factory.Shutdown()
+	svcs := factory.Core().V1().Services()
+	if err := svcs.Informer().SetTransform(selectorOnly); err != nil {
+		return fmt.Errorf("k8s: watch services: %w", err)
+	}
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), svcs.Informer().HasSynced) {
+		return nil // ctx ended
+	}
+	a.services.set(svcs.Lister())
+	a.cfg.Logger.Info("k8s: Service selectors cached; reviews no longer list Services")
+	<-ctx.Done()
+	a.services.set(nil)
+	return nil
+}
+
+// selectorOnly trims a Service to what DNS names need, so the cache costs a few
+// hundred bytes per Service whatever its annotations and status.
+func selectorOnly(obj any) (any, error) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, UID: svc.UID, ResourceVersion: svc.ResourceVersion},
+		Spec:       corev1.ServiceSpec{Selector: svc.Spec.Selector},
+	}, nil
 }

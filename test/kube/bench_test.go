@@ -18,13 +18,14 @@ import (
 // cache holds one entry and tokens rotate, so every request is reviewed.
 func BenchmarkSVIDsTokenReview(b *testing.B) {
 	for _, bc := range []struct {
-		name      string
-		cacheSize int
-	}{{"cached", 0}, {"uncached", 1}} {
+		name          string
+		cacheSize     int
+		watchServices bool
+	}{{"cached", 0, true}, {"uncached", 1, false}, {"uncached-watched-services", 1, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			ns := cluster.Namespace(b)
 			var requests atomic.Int64
-			srv := startServer(b, serverOpts{ns: ns, requests: &requests, cacheSize: bc.cacheSize})
+			srv := startServer(b, serverOpts{ns: ns, requests: &requests, cacheSize: bc.cacheSize, watchServices: bc.watchServices})
 			client := caClient(b, srv)
 			const pods = 20
 			tokens := make([]string, pods)

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -83,9 +84,12 @@ type serverOpts struct {
 	requests  *atomic.Int64
 	policy    k8sid.Policy
 	cacheSize int
-	lease     *server.KubernetesConfig // timing overrides
-	overlap   time.Duration
-	envoy     []byte // Envoy bootstrap to publish beside the bundle
+	// watchServices runs the attestor's Service watch cache (server default) and
+	// waits until it has synced.
+	watchServices bool
+	lease         *server.KubernetesConfig // timing overrides
+	overlap       time.Duration
+	envoy         []byte // Envoy bootstrap to publish beside the bundle
 }
 
 type testServer struct {
@@ -111,7 +115,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	require.NoError(t, err)
 	client, err := kubernetes.NewForConfig(cluster.Config)
 	require.NoError(t, err)
-	att, err := k8sid.New(k8sid.Config{Client: reviewClient, TrustDomain: td, Policy: o.policy, CacheSize: o.cacheSize})
+	att, err := k8sid.New(k8sid.Config{Client: reviewClient, TrustDomain: td, Policy: o.policy, CacheSize: o.cacheSize, WatchServices: o.watchServices})
 	require.NoError(t, err)
 	kc := &server.KubernetesConfig{Client: client, Namespace: o.ns, Identity: o.identity,
 		LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 500 * time.Millisecond}
@@ -127,8 +131,13 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{Server: srv, reg: reg, cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- srv.Run(ctx) }()
+	attDone := make(chan error, 1)
+	go func() { attDone <- att.Run(ctx) }()
+	go func() { ts.done <- errors.Join(srv.Run(ctx), <-attDone) }()
 	t.Cleanup(ts.stop)
+	if o.watchServices {
+		require.Eventually(t, att.ServicesCached, 30*time.Second, 10*time.Millisecond, "Service watch cache")
+	}
 	return ts
 }
 
