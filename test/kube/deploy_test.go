@@ -165,7 +165,7 @@ func TestDeployManifestsApply(t *testing.T) {
 		kinds[obj.GetKind()]++
 	}
 	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-		"ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "MutatingWebhookConfiguration", "Ingress", "Gateway", "HTTPRoute"} {
+		"ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "MutatingWebhookConfiguration", "Ingress", "Gateway", "ListenerSet", "HTTPRoute"} {
 		require.Positive(t, kinds[kind], "no %s in deploy/kubernetes", kind)
 	}
 	dep, err := cluster.Client.AppsV1().Deployments("certmesh").Get(ctx, "certmesh-server", metav1.GetOptions{})
