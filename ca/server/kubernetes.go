@@ -8,7 +8,9 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/certmesh/certmesh/ca"
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
+	"github.com/certmesh/certmesh/ca/service"
 )
 
 // KubernetesConfig runs the server as one replica of several in a cluster:
@@ -34,11 +36,17 @@ type KubernetesConfig struct {
 	// EnvoyBootstrap is published beside the bundle in every namespace, for
 	// the pods the webhook injects.
 	EnvoyBootstrap []byte
+	// AckPeriod is how often this replica publishes the summary of its
+	// agents' bundle acknowledgements for the leader's rotation gate
+	// (default cak8s.DefaultAckPeriod); a summary not renewed within three
+	// periods stops counting. KeepLeaseOnStop keeps the summary too.
+	AckPeriod time.Duration
 }
 
 // kube is the Kubernetes part of a Server.
 type kube struct {
 	state *cak8s.State
+	acks  *cak8s.AckExchange
 }
 
 // bootstrapTimeout bounds the apiserver calls New makes.
@@ -109,7 +117,26 @@ func (s *Server) runCA(ctx context.Context, g *errgroup.Group) {
 		return
 	}
 	g.Go(func() error { return s.kube.state.Run(ctx) })
+	g.Go(func() error { return s.kube.acks.Run(ctx) })
 	g.Go(func() error { return s.Leader.Run(ctx) })
+}
+
+// kubernetesAckGate makes the rotation gate cluster-wide: agents report to
+// whichever replica they are connected to, but only the leader rotates, so
+// every replica publishes its registry's summary and the leader's gate adds
+// the others' to its own (ca/k8s AckExchange). Called once the registry
+// exists; standalone, the local registry's gate is used as is.
+func (s *Server) kubernetesAckGate(local *service.AckRegistry) (func(roots [32]byte) (bool, int), error) {
+	k := s.cfg.Kubernetes
+	x, err := cak8s.NewAckExchange(cak8s.AckExchangeConfig{
+		Client: k.Client, Namespace: k.Namespace, Identity: k.Identity, Local: local,
+		Period: k.AckPeriod, KeepOnStop: k.KeepLeaseOnStop, Clock: s.cfg.Clock, Logger: s.cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.kube.acks = x
+	return x.Gate, nil
 }
 
 // kubernetesStatus is the admin status section of a replica.
@@ -120,5 +147,6 @@ func (s *Server) kubernetesStatus() map[string]any {
 	return map[string]any{
 		"identity": s.Leader.Identity(), "leader": s.Leader.IsLeader(),
 		"caSecretResourceVersion": s.kube.state.ResourceVersion(),
+		"acks":                    s.kube.acks.Status(ca.BundleDigest(s.CA.Roots())),
 	}
 }

@@ -163,7 +163,13 @@ func (s *Server) buildGRPC() error {
 	s.agentAPI.Register(s.grpc)
 	s.acks = svc.NewAckRegistry()
 	s.acks.Register(s.grpc)
-	s.CA.SetRotationGate(func() (bool, int) { return s.acks.Gate(ca.BundleDigest(s.CA.Roots())) })
+	gate := s.acks.Gate
+	if s.kube != nil {
+		if gate, err = s.kubernetesAckGate(s.acks); err != nil {
+			return err
+		}
+	}
+	s.CA.SetRotationGate(func() (bool, int) { return gate(ca.BundleDigest(s.CA.Roots())) })
 	return nil
 }
 

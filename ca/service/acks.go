@@ -1,9 +1,13 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,14 +85,22 @@ func (r *AckRegistry) report(ctx context.Context, in *structpb.Struct) (*emptypb
 	if len(rep.Instance) == 0 || len(rep.Instance) > 64 || len(rep.Bundle) != 64 {
 		return nil, r.svc.refuse(ctx, errBadAckReport)
 	}
+	if err := r.record(caller.ID.String()+"#"+rep.Instance, rep); err != nil {
+		return nil, r.svc.refuse(ctx, err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// record stores an authenticated, well-formed report under its agent's key.
+func (r *AckRegistry) record(key string, rep AckReport) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.prune()
 	if len(r.reports) >= maxAckAgents {
-		return nil, r.svc.refuse(ctx, errTooManyAgents)
+		return errTooManyAgents
 	}
-	r.reports[caller.ID.String()+"#"+rep.Instance] = ackEntry{AckReport: rep, seen: r.clock.Now()}
-	return &emptypb.Empty{}, nil
+	r.reports[key] = ackEntry{AckReport: rep, seen: r.clock.Now()}
+	return nil
 }
 
 // maxAckAgents bounds the registry's memory against a flood of instances.
@@ -139,4 +151,151 @@ func SendAckReport(ctx context.Context, conn grpc.ClientConnInterface, rep AckRe
 		return fmt.Errorf("service: ack report: %w", err)
 	}
 	return conn.Invoke(ctx, ackMethod, in, new(emptypb.Empty))
+}
+
+// AckTotals is what a group of agents holding one bundle contributes to the
+// rotation gate: Lagging when that bundle is the one wanted, Behind when
+// another is. Keeping both lets a summary answer the gate for any bundle.
+type AckTotals struct {
+	Agents   int `json:"agents"`
+	Watchers int `json:"watchers"`
+	// Lagging sums the agents' watchers that do not hold the agents' bundle.
+	Lagging int `json:"lagging"`
+	// Behind sums max(watchers, 1): an agent behind the wanted bundle counts
+	// all its watchers, or itself when it has none (as Gate counts it).
+	Behind int `json:"behind"`
+}
+
+func (t *AckTotals) add(o AckTotals) {
+	t.Agents += o.Agents
+	t.Watchers += o.Watchers
+	t.Lagging += o.Lagging
+	t.Behind += o.Behind
+}
+
+// MaxSummaryBundles bounds how many bundles an AckSummary lists one by one,
+// so that the summary fits in an annotation whatever agents report. In
+// practice there are one to three (the old bundle, the one with the
+// prepared root, the one without the retired root).
+const MaxSummaryBundles = 16
+
+// AckSummary is an AckRegistry folded by bundle: enough for another replica
+// to answer Gate for any roots without the per-agent reports. Bundles beyond
+// MaxSummaryBundles (the ones fewest agents hold) are folded into Other,
+// which always counts as behind: folding can only hold a rotation longer,
+// never let it through early.
+type AckSummary struct {
+	// Bundles maps a hex ca.BundleDigest to its agents' totals.
+	Bundles map[string]AckTotals `json:"bundles,omitempty"`
+	Other   AckTotals            `json:"other,omitzero"`
+}
+
+// ErrBadAckSummary: a summary (read from another replica) is malformed.
+var ErrBadAckSummary = errors.New("service: malformed bundle acknowledgement summary")
+
+// Summary folds the live reports by bundle.
+func (r *AckRegistry) Summary() AckSummary {
+	all := map[string]AckTotals{}
+	r.mu.Lock()
+	r.prune()
+	for _, e := range r.reports {
+		t := all[e.Bundle]
+		// Clamped: a negative count must not cancel another agent's lag.
+		w, l := min(max(e.Watchers, 0), maxAckCount), min(max(e.Lagging, 0), maxAckCount)
+		t.add(AckTotals{Agents: 1, Watchers: w, Lagging: l, Behind: max(w, 1)})
+		all[e.Bundle] = t
+	}
+	r.mu.Unlock()
+	return foldSummary(all, MaxSummaryBundles)
+}
+
+// foldSummary keeps the limit bundles most agents hold (ties by digest, so
+// equal registries give equal summaries) and folds the rest into Other.
+func foldSummary(all map[string]AckTotals, limit int) AckSummary {
+	s := AckSummary{}
+	if len(all) == 0 {
+		return s
+	}
+	digests := make([]string, 0, len(all))
+	for d := range all {
+		digests = append(digests, d)
+	}
+	slices.SortFunc(digests, func(a, b string) int {
+		if c := cmp.Compare(all[b].Agents, all[a].Agents); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	s.Bundles = make(map[string]AckTotals, min(len(digests), limit))
+	for i, d := range digests {
+		if i < limit {
+			s.Bundles[d] = all[d]
+		} else {
+			s.Other.add(all[d])
+		}
+	}
+	return s
+}
+
+// Gate answers the rotation gate for this summary's agents, as
+// AckRegistry.Gate does for the reports it summarizes (exactly, unless
+// bundles were folded into Other).
+func (s AckSummary) Gate(roots [32]byte) (ok bool, lagging int) {
+	want := hex.EncodeToString(roots[:])
+	for d, t := range s.Bundles {
+		if d == want {
+			lagging += t.Lagging
+		} else {
+			lagging += t.Behind
+		}
+	}
+	lagging += s.Other.Behind
+	return lagging == 0, lagging
+}
+
+// Agents is how many live agents the summary covers.
+func (s AckSummary) Agents() int {
+	n := s.Other.Agents
+	for _, t := range s.Bundles {
+		n += t.Agents
+	}
+	return n
+}
+
+// Validate checks a summary read from elsewhere: digests are 64 lowercase
+// hex digits, counts are in range, and there are at most
+// MaxSummaryBundles bundles.
+func (s AckSummary) Validate() error {
+	if len(s.Bundles) > MaxSummaryBundles {
+		return fmt.Errorf("%w: %d bundles (at most %d)", ErrBadAckSummary, len(s.Bundles), MaxSummaryBundles)
+	}
+	for d, t := range s.Bundles {
+		if b, err := hex.DecodeString(d); err != nil || len(b) != 32 || d != hex.EncodeToString(b) {
+			return fmt.Errorf("%w: bundle %.80q is not a hex SHA-256 digest", ErrBadAckSummary, d)
+		}
+		if !t.valid() {
+			return fmt.Errorf("%w: count out of range for bundle %s", ErrBadAckSummary, d)
+		}
+	}
+	if !s.Other.valid() {
+		return fmt.Errorf("%w: count out of range in other", ErrBadAckSummary)
+	}
+	return nil
+}
+
+// maxAckCount bounds one agent's counts in a summary, and
+// maxSummaryCount a summary's totals, so that adding up the summaries of
+// many replicas cannot overflow.
+const (
+	maxAckCount     = 1 << 20
+	maxSummaryCount = 1 << 40
+)
+
+func (t AckTotals) valid() bool {
+	for _, n := range []int{t.Agents, t.Watchers, t.Lagging, t.Behind} {
+		if n < 0 || n > maxSummaryCount {
+			return false
+		}
+	}
+	return true
 }
