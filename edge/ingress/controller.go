@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -89,7 +90,8 @@ type Controller struct {
 	secrets   informers.SharedInformerFactory // certmesh-managed Secrets, all namespaces
 	config    informers.SharedInformerFactory // the issuers ConfigMap only
 	ingLister networkinglisters.IngressLister
-	gateways  *gatewayWatch // nil without Config.Gateways
+	recorder  record.EventRecorder // set by start
+	gateways  *gatewayWatch        // nil without Config.Gateways
 	queue     workqueue.TypedRateLimitingInterface[Key]
 
 	mu     sync.Mutex
@@ -224,12 +226,14 @@ func (c *Controller) start(ctx context.Context) (func(), error) {
 		workqueue.TypedRateLimitingQueueConfig[Key]{Name: "certmesh-ingress", Clock: c.cfg.Clock})
 	factories := []informers.SharedInformerFactory{c.informer, c.secrets, c.config}
 	stopCh := make(chan struct{})
+	stopEvents := c.startEvents()
 	stop := func() {
 		c.queue.ShutDown()
 		close(stopCh)
 		for _, f := range factories {
 			f.Shutdown()
 		}
+		stopEvents()
 	}
 	if err := c.watch(); err != nil {
 		return stop, err
@@ -285,16 +289,16 @@ func (c *Controller) ProcessItem(ctx context.Context, key Key) error {
 	}
 	issuers, err := c.issuers(ctx)
 	if err != nil {
-		c.event(ctx, src.reference(), eventWarning, ReasonBadIssuer, err.Error())
+		c.event(src.reference(), eventWarning, ReasonBadIssuer, err.Error())
 		return err
 	}
 	iss, ok := issuers[issuerName]
 	if !ok {
-		c.event(ctx, src.reference(), eventWarning, ReasonBadIssuer, fmt.Sprintf("issuer %q is not in ConfigMap %s/%s", issuerName, c.cfg.Namespace, IssuersConfigMap))
+		c.event(src.reference(), eventWarning, ReasonBadIssuer, fmt.Sprintf("issuer %q is not in ConfigMap %s/%s", issuerName, c.cfg.Namespace, IssuersConfigMap))
 		return nil // the ConfigMap's next change re-enqueues every object
 	}
 	if err := c.mgr.EnsureIssuer(issuerName, iss.ACME); err != nil {
-		c.event(ctx, src.reference(), eventWarning, ReasonBadIssuer, err.Error())
+		c.event(src.reference(), eventWarning, ReasonBadIssuer, err.Error())
 		return nil
 	}
 	return c.apply(ctx, src, issuerName, iss)
@@ -358,16 +362,16 @@ func (c *Controller) apply(ctx context.Context, src source, issuerName string, i
 	var errs []error
 	for _, d := range src.desired(issuerName, iss) {
 		if d.Problem != "" {
-			c.event(ctx, src.reference(), eventWarning, ReasonBadSpec, d.Problem)
+			c.event(src.reference(), eventWarning, ReasonBadSpec, d.Problem)
 			continue
 		}
 		if owner, taken := c.claim(src.key, d.Spec.Name); taken {
-			c.event(ctx, src.reference(), eventWarning, ReasonConflict, fmt.Sprintf("secret %s is already managed for %s", d.Spec.Name, owner))
+			c.event(src.reference(), eventWarning, ReasonConflict, fmt.Sprintf("secret %s is already managed for %s", d.Spec.Name, owner))
 			continue
 		}
 		keep = append(keep, d.Spec.Name)
 		if err := c.mgr.Ensure(d.Spec); err != nil {
-			c.event(ctx, src.reference(), eventWarning, ReasonBadSpec, err.Error())
+			c.event(src.reference(), eventWarning, ReasonBadSpec, err.Error())
 			errs = append(errs, err)
 			continue
 		}

@@ -50,16 +50,27 @@ func started(t *testing.T, objs ...runtimeObject) (*Controller, *fake.Clientset)
 	return c, client
 }
 
+// events waits for the Events with reason in namespace shop (the recorder writes
+// them asynchronously) and returns them.
 func events(t *testing.T, client *fake.Clientset, reason string) []corev1.Event {
 	t.Helper()
-	list, err := client.CoreV1().Events("shop").List(context.Background(), metav1.ListOptions{})
-	require.NoError(t, err)
+	return eventsIn(t, client, "shop", reason)
+}
+
+func eventsIn(t *testing.T, client *fake.Clientset, ns, reason string) []corev1.Event {
+	t.Helper()
 	var out []corev1.Event
-	for _, ev := range list.Items {
-		if ev.Reason == reason {
-			out = append(out, ev)
+	require.Eventually(t, func() bool {
+		list, err := client.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+		require.NoError(t, err)
+		out = out[:0]
+		for _, ev := range list.Items {
+			if ev.Reason == reason {
+				out = append(out, ev)
+			}
 		}
-	}
+		return len(out) > 0
+	}, 5*time.Second, 5*time.Millisecond, "no %s Event in %s", reason, ns)
 	return out
 }
 
@@ -132,4 +143,34 @@ func TestNewRefusesForeignEdgeSettings(t *testing.T) {
 		Certificates: []edge.CertificateSpec{{Name: "x"}},
 	}})
 	require.ErrorIs(t, err, edge.ErrInvalidConfig)
+}
+
+func TestStatusOnlyUpdatesAreIgnored(t *testing.T) {
+	old := annotated("web", "le")
+	old.ResourceVersion, old.Generation = "1", 1
+	status := old.DeepCopy()
+	status.ResourceVersion = "2"
+	status.Status.LoadBalancer.Ingress = []networkingv1.IngressLoadBalancerIngress{{IP: "192.0.2.1"}}
+	require.True(t, statusOnly(old, status))
+	spec := status.DeepCopy()
+	spec.Generation = 2
+	require.False(t, statusOnly(old, spec), "a spec change")
+	ann := status.DeepCopy()
+	ann.Annotations = map[string]string{AnnotationIssuer: "other"}
+	require.False(t, statusOnly(old, ann), "an annotation change")
+	require.False(t, statusOnly(old, old.DeepCopy()), "a resync")
+}
+
+// TestRepeatedProblemIsOneEvent: the recorder's correlator counts a problem seen
+// at every resync on one Event instead of writing a new one each time.
+func TestRepeatedProblemIsOneEvent(t *testing.T) {
+	ing := annotated("web", "missing", networkingv1.IngressTLS{SecretName: "s", Hosts: []string{"a.example"}})
+	c, client := started(t, issuersCM("le:\n  preset: staging\n"), ing)
+	for range 3 {
+		require.NoError(t, c.ProcessItem(context.Background(), IngressKey("shop", "web")))
+	}
+	require.Eventually(t, func() bool {
+		evs := events(t, client, ReasonBadIssuer)
+		return len(evs) == 1 && evs[0].Count == 3
+	}, 5*time.Second, 5*time.Millisecond)
 }

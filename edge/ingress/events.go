@@ -1,13 +1,13 @@
 package ingress
 
 import (
-	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/certmesh/certmesh/edge"
 )
@@ -24,7 +24,6 @@ const (
 	eventNormal  = corev1.EventTypeNormal
 	eventWarning = corev1.EventTypeWarning
 	component    = "certmesh-ingress"
-	eventTimeout = 10 * time.Second
 )
 
 // observer turns the Manager's reports into Events on the owning Ingress or Gateway.
@@ -61,27 +60,21 @@ func (c *Controller) eventFor(name, typ, reason, msg string) {
 	if err != nil || !found {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
-	defer cancel()
-	c.event(ctx, src.reference(), typ, reason, msg)
+	c.event(src.reference(), typ, reason, msg)
 }
 
-// event writes one core/v1 Event about the object ref. Failures are logged only: an
-// Event is a courtesy, never a reason to stop.
-func (c *Controller) event(ctx context.Context, ref corev1.ObjectReference, typ, reason, msg string) {
-	now := metav1.NewTime(c.cfg.Clock.Now())
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      ref.Name + "." + strconv.FormatInt(now.UnixNano(), 16),
-			Namespace: ref.Namespace,
-		},
-		InvolvedObject: ref,
-		Reason:         reason, Message: msg, Type: typ, Count: 1,
-		FirstTimestamp: now, LastTimestamp: now,
-		Source:              corev1.EventSource{Component: component},
-		ReportingController: "certmesh.io/ingress", ReportingInstance: c.cfg.ReportingInstance,
-	}
-	if _, err := c.cfg.Client.CoreV1().Events(ref.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		c.cfg.Logger.Warn("ingress: event", "object", ref.Kind+" "+ref.Namespace+"/"+ref.Name, "reason", reason, "err", err)
-	}
+// startEvents starts the Event broadcaster: client-go's recorder, whose
+// correlator turns a repeated Event (the same problem seen at every resync) into
+// one Event with a count, and rate-limits a flood. Writing Events never blocks
+// the controller; an Event that cannot be written is dropped and logged.
+func (c *Controller) startEvents() (stop func()) {
+	b := record.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Client.CoreV1().Events("")})
+	c.recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: component, Host: c.cfg.ReportingInstance})
+	return b.Shutdown
+}
+
+// event records one core/v1 Event about the object ref.
+func (c *Controller) event(ref corev1.ObjectReference, typ, reason, msg string) {
+	c.recorder.Event(&ref, typ, reason, msg)
 }

@@ -371,11 +371,10 @@ func TestProcessListenerSet(t *testing.T) {
 
 	require.NoError(t, c.ProcessItem(ctx, ListenerSetKey("team-a", "team")))
 	require.Empty(t, c.Status())
-	evs, err := client.CoreV1().Events("team-a").List(ctx, metav1.ListOptions{})
-	require.NoError(t, err)
-	require.Len(t, evs.Items, 1)
-	require.Equal(t, "ListenerSet", evs.Items[0].InvolvedObject.Kind)
-	require.Contains(t, evs.Items[0].Message, "no HTTP listener accepts the host")
+	evs := eventsIn(t, client, "team-a", ReasonBadSpec)
+	require.Len(t, evs, 1)
+	require.Equal(t, "ListenerSet", evs[0].InvolvedObject.Kind)
+	require.Contains(t, evs[0].Message, "no HTTP listener accepts the host")
 
 	// The parent gets a plain-HTTP listener: its event enqueues the ListenerSet.
 	parent = parent.DeepCopy()

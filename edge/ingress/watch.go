@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"fmt"
+	"maps"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,10 +41,27 @@ func (c *Controller) enqueuer(kind Kind) cache.ResourceEventHandlerFuncs {
 		}
 	}
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    enqueue,
-		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		AddFunc: enqueue,
+		UpdateFunc: func(old, obj any) {
+			if !statusOnly(old, obj) {
+				enqueue(obj)
+			}
+		},
 		DeleteFunc: enqueue,
 	}
+}
+
+// statusOnly says an update changed neither the spec (generation) nor the
+// annotations: a Gateway's or Ingress's status, which its own controller rewrites
+// often, asks for no certificate. A resync (same resourceVersion) is not
+// status-only: it is the periodic re-examination.
+func statusOnly(old, obj any) bool {
+	o, ok1 := old.(metav1.Object)
+	n, ok2 := obj.(metav1.Object)
+	if !ok1 || !ok2 || o.GetResourceVersion() == n.GetResourceVersion() {
+		return false
+	}
+	return o.GetGeneration() == n.GetGeneration() && maps.Equal(o.GetAnnotations(), n.GetAnnotations())
 }
 
 // enqueueAll enqueues every watched object (the issuers changed).

@@ -143,6 +143,17 @@ func TestGatewayListenerCertificateFromPebble(t *testing.T) {
 	require.Equal(t, "gateway.networking.k8s.io/v1", issued.InvolvedObject.APIVersion)
 	bad := requireEventOn(t, "Gateway", r.appNS, "edge", ingress.ReasonBadSpec)
 	require.Contains(t, bad.Message, `listener "any-host" has no hostname`)
+	// Seen again (an annotation changed), the same problem is counted on the same
+	// Event (the recorder patches it: RBAC events patch) rather than written anew.
+	cur, err := admin.GatewayV1().Gateways(r.appNS).Get(ctx, "edge", metav1.GetOptions{})
+	require.NoError(t, err)
+	cur.Annotations["example.com/touched"] = "1"
+	_, err = admin.GatewayV1().Gateways(r.appNS).Update(ctx, cur, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		evs, err := cluster.Client.CoreV1().Events(r.appNS).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + ingress.ReasonBadSpec})
+		return err == nil && len(evs.Items) == 1 && evs.Items[0].Count == 2
+	}, 15*time.Second, 20*time.Millisecond, "the repeated BadTLSEntry is one Event with count 2")
 	st := r.ctrl.Status()
 	require.Len(t, st, 1, "only the listener with a hostname gets a certificate")
 	require.Equal(t, r.appNS+"/edge", st[0].Gateway)
@@ -186,7 +197,7 @@ func TestGatewayListenerCertificateFromPebble(t *testing.T) {
 
 	// Removing the annotation releases the certificate (the Secret stays, as with
 	// cert-manager: it may still be served).
-	cur, err := admin.GatewayV1().Gateways(r.appNS).Get(ctx, "edge", metav1.GetOptions{})
+	cur, err = admin.GatewayV1().Gateways(r.appNS).Get(ctx, "edge", metav1.GetOptions{})
 	require.NoError(t, err)
 	cur.Annotations = nil
 	_, err = admin.GatewayV1().Gateways(r.appNS).Update(ctx, cur, metav1.UpdateOptions{})
