@@ -68,6 +68,8 @@ type Leader struct {
 	leadMu  sync.Mutex
 	running atomic.Bool
 	terms   atomic.Int64
+	// current is the Lease holder as last observed (this replica or another).
+	current atomic.Pointer[string]
 }
 
 // NewLeader checks cfg and fills defaults; it starts nothing.
@@ -120,6 +122,15 @@ func (l *Leader) Terms() int64 { return l.terms.Load() }
 // Identity is this replica's name in the Lease.
 func (l *Leader) Identity() string { return l.cfg.Identity }
 
+// Current is the Lease holder as this replica last observed it ("" before it
+// has read the Lease once).
+func (l *Leader) Current() string {
+	if p := l.current.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
 // Run campaigns for the Lease until ctx ends; each time it wins it runs the
 // Runners until leadership is lost, then campaigns again.
 func (l *Leader) Run(ctx context.Context) error {
@@ -159,6 +170,7 @@ func (l *Leader) term(ctx context.Context, lock resourcelock.Interface) error {
 				l.lead(lctx, cancel)
 			},
 			OnStoppedLeading: func() { l.leading.Store(false) },
+			OnNewLeader:      func(identity string) { l.current.Store(&identity) },
 		},
 	})
 	if err != nil {

@@ -211,8 +211,23 @@ func (s *Server) CreateJoinToken(id spiffeid.ID, ttl time.Duration) (string, tim
 	return s.Tokens.Create(id, ttl)
 }
 
-// Rotate implements admin.Backend.
-func (s *Server) Rotate() (any, error) { return s.CA.Rotate() }
+// ErrNotLeader refuses an operator's CA rotation on a replica that does not
+// hold the Lease: rotation state is the leader's to write, and a follower's
+// write could race with the leader's next step and be lost.
+var ErrNotLeader = errors.New("server: this replica is not the leader")
+
+// Rotate implements admin.Backend. In Kubernetes mode only the leader starts a
+// rotation; a follower's refusal names the leader to run it on.
+func (s *Server) Rotate() (any, error) {
+	if s.Leader != nil && !s.Leader.IsLeader() {
+		leader := s.Leader.Current()
+		if leader == "" {
+			leader = "not known yet"
+		}
+		return nil, fmt.Errorf("%w (this is %s; the leader is %s): run `certmesh ca rotate` on the leader's pod", ErrNotLeader, s.Leader.Identity(), leader)
+	}
+	return s.CA.Rotate()
+}
 
 // Status implements admin.Backend.
 func (s *Server) Status() any {

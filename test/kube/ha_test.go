@@ -124,3 +124,28 @@ func TestLeaderHandover(t *testing.T) {
 		return ok && act.ID == prepared.ID
 	})
 }
+
+// TestRotateOnlyOnLeader: an operator's `ca rotate` reaching a follower is
+// refused with the leader's name (the follower's write could be lost to the
+// leader's next step); on the leader it starts the rotation, which the
+// follower then loads.
+func TestRotateOnlyOnLeader(t *testing.T) {
+	ns := cluster.Namespace(t)
+	a := startServer(t, serverOpts{ns: ns, identity: "replica-a"})
+	b := startServer(t, serverOpts{ns: ns, identity: "replica-b"})
+	waitFor(t, 10*time.Second, "a leader both replicas know", func() bool {
+		return (a.Leader.IsLeader() || b.Leader.IsLeader()) && a.Leader.Current() != "" && b.Leader.Current() != ""
+	})
+	leader, follower := a, b
+	if b.Leader.IsLeader() {
+		leader, follower = b, a
+	}
+	_, err := follower.Rotate()
+	require.ErrorIs(t, err, server.ErrNotLeader)
+	require.ErrorContains(t, err, "the leader is "+leader.Leader.Identity())
+	require.Len(t, follower.CA.Roots(), 1, "the follower changed nothing")
+
+	_, err = leader.Rotate()
+	require.NoError(t, err)
+	waitFor(t, 10*time.Second, "follower loads the prepared root", func() bool { return len(follower.CA.Roots()) == 2 })
+}
