@@ -36,7 +36,7 @@ alerts:
 	cd test/alerts && $(GO) test -count=1 ./...
 
 # Each fuzz target runs briefly; `make fuzz FUZZTIME=5m` digs deeper.
-FUZZ_TARGETS = ./ca:FuzzParseCSR ./identity:FuzzParseRegistrations ./sds/workload:FuzzValidateJWTSVID ./edge/edgeconfig:FuzzParse ./sds/envoy:FuzzDiscoveryRequest ./ca/service:FuzzBearerToken ./ca/webhook:FuzzAdmissionReview
+FUZZ_TARGETS = ./ca:FuzzParseCSR ./ca:FuzzLeafTBS ./identity:FuzzParseRegistrations ./sds/workload:FuzzValidateJWTSVID ./edge/edgeconfig:FuzzParse ./sds/envoy:FuzzDiscoveryRequest ./ca/service:FuzzBearerToken ./ca/webhook:FuzzAdmissionReview
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \

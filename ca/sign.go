@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/url"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -77,18 +76,19 @@ func (c *CA) Sign(p SignParams) (*Leaf, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		NotBefore:             now.Add(-leafBackdate),
-		NotAfter:              notAfter,
-		KeyUsage:              usage,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		URIs:                  []*url.URL{p.ID.URL()},
-		DNSNames:              p.DNSNames,
-		IPAddresses:           p.IPAddresses,
+	// The template (see leafFields.template) is the same whichever path
+	// createLeaf takes.
+	fields := &leafFields{
+		Serial:      serial,
+		NotBefore:   now.Add(-leafBackdate),
+		NotAfter:    notAfter,
+		KeyUsage:    usage,
+		URI:         p.ID.URL(),
+		DNSNames:    p.DNSNames,
+		IPAddresses: p.IPAddresses,
+		PublicKey:   p.PublicKey,
 	}
-	der, err := x509.CreateCertificate(c.cfg.Rand, tmpl, a.Intermediate, p.PublicKey, a.IntermediateKey)
+	der, err := createLeaf(c.cfg.Rand, fields, a)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign %s: %w", p.ID, err)
 	}
@@ -118,10 +118,19 @@ func (c *CA) clampTTL(ttl time.Duration) (time.Duration, error) {
 func keyUsageFor(pub crypto.PublicKey) (x509.KeyUsage, error) {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
+		if k == nil {
+			break
+		}
 		return x509.KeyUsageDigitalSignature, nil
 	case ed25519.PublicKey:
+		if len(k) != ed25519.PublicKeySize {
+			break
+		}
 		return x509.KeyUsageDigitalSignature, nil
 	case *rsa.PublicKey:
+		if k == nil || k.N == nil {
+			break
+		}
 		if k.N.BitLen() < 2048 {
 			return 0, fmt.Errorf("%w (%d bits)", ErrWeakKey, k.N.BitLen())
 		}
