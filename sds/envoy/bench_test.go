@@ -126,26 +126,28 @@ func readPushes(st secretv3.SecretDiscoveryService_StreamSecretsClient, start *a
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// BenchmarkIdleStreamMemory measures heap and stack per idle stream
-// (subscribed, answered, ACKed). Client and server share this process, so
-// the figure is an upper bound on the agent's cost: it includes the
-// client's half of every stream.
+// BenchmarkIdleStreamMemory measures heap, stack and goroutines per idle
+// stream (subscribed, answered, ACKed). Client and server share this
+// process, so the figure is an upper bound on the agent's cost: it includes
+// the client's half of every stream (one goroutine of gRPC's among them).
 func BenchmarkIdleStreamMemory(b *testing.B) {
 	const n = 1000
 	e := newEnv(b, true)
-	var heap, stack float64
+	var heap, stack, goroutines float64
 	for range b.N {
 		ctx, cancel := context.WithCancel(context.Background())
-		before := memStats()
+		before, g0 := memStats(), runtime.NumGoroutine()
 		streams := openStreams(b, e, ctx, n)
-		after := memStats()
+		after, g1 := memStats(), runtime.NumGoroutine()
 		heap += float64(after.HeapAlloc-before.HeapAlloc) / n
 		stack += float64(after.StackInuse-before.StackInuse) / n
+		goroutines += float64(g1-g0) / n
 		runtime.KeepAlive(streams)
 		cancel()
 	}
 	b.ReportMetric(heap/float64(b.N), "heap-B/stream")
 	b.ReportMetric(stack/float64(b.N), "stack-B/stream")
+	b.ReportMetric(goroutines/float64(b.N), "goroutines/stream")
 }
 
 func memStats() runtime.MemStats {

@@ -19,4 +19,12 @@
 // SPIFFE ID ends it with PermissionDenied. The stream follows the xDS
 // state-of-the-world rules (per-stream version and nonce, ACK/NACK, stale
 // nonces ignored) as SPIRE's sdsv3 handler does, split into small steps.
+//
+// An idle stream costs one goroutine, parked in Recv: it handles requests,
+// and one watcher per handler delivers source changes to every stream
+// through a few short-lived workers (fanout.go). A worker pushes only to a
+// stream whose Envoy has answered all but unackedBudget bytes of what it
+// was sent, so its Send cannot block and a hung Envoy delays no one; its
+// change waits for its next answer. Nonces are random so that an answer
+// cannot be forged ahead of the response it claims to have read.
 package envoy

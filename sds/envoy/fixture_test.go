@@ -44,6 +44,9 @@ type fakeSource struct {
 	bundle  *x509bundle.Bundle
 	edges   map[string][2][]byte
 	changed chan struct{}
+	// afterSVID, if set, runs after X509SVID has read its answer, outside
+	// the lock, so a test can hold a request in the middle of a push.
+	afterSVID func()
 }
 
 func newFakeSource(td spiffeid.TrustDomain) *fakeSource {
@@ -52,8 +55,12 @@ func newFakeSource(td spiffeid.TrustDomain) *fakeSource {
 
 func (f *fakeSource) X509SVID(id spiffeid.ID) (*x509svid.SVID, bool) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	s, ok := f.svids[id]
+	hook := f.afterSVID
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	return s, ok
 }
 

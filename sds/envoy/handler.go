@@ -2,10 +2,12 @@ package envoy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -62,6 +64,9 @@ type Config struct {
 	MaxResourceNames int
 	// Acks, if set, learns which bundle each stream's Envoy accepted.
 	Acks BundleAcks
+	// Rand is the source of response nonces; defaults to crypto/rand. It
+	// must be safe for concurrent use: streams draw from it in parallel.
+	Rand io.Reader
 }
 
 // Handler implements envoy.service.secret.v3.SecretDiscoveryService. It keeps
@@ -77,12 +82,19 @@ type Handler struct {
 	maxNames int
 	cache    encodeCache
 	acks     BundleAcks
+
+	rand io.Reader
+	// fan delivers source changes to the open streams through at most
+	// pushWorkers goroutines at a time.
+	fan         fanout
+	pushWorkers int
 }
 
 var _ secretv3.SecretDiscoveryServiceServer = (*Handler)(nil)
 
 // New validates cfg and fills in defaults. It starts nothing: streams run
-// on the goroutines gRPC gives them.
+// on the goroutines gRPC gives them, and the fan-out that pushes changes
+// runs only while streams are open.
 func New(cfg Config) (*Handler, error) {
 	if cfg.Source == nil {
 		return nil, errors.New("envoy: config: Source is required")
@@ -96,7 +108,11 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Acks == nil {
 		cfg.Acks = noAcks{}
 	}
-	h := &Handler{src: cfg.Source, attestor: cfg.Attestor, log: cfg.Logger, metrics: cfg.Metrics, maxNames: cfg.MaxResourceNames, acks: cfg.Acks}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	h := &Handler{src: cfg.Source, attestor: cfg.Attestor, log: cfg.Logger, metrics: cfg.Metrics, maxNames: cfg.MaxResourceNames, acks: cfg.Acks,
+		rand: cfg.Rand, pushWorkers: defaultPushWorkers()}
 	if h.log == nil {
 		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -111,6 +127,16 @@ func New(cfg Config) (*Handler, error) {
 		h.maxNames = DefaultMaxResourceNames
 	}
 	return h, nil
+}
+
+// defaultPushWorkers sizes the fan-out pool. A push is CPU work (look up,
+// encode, hand to gRPC) that never waits on a client, so a few workers per
+// core keep every core busy during a rotation while the streams' own
+// goroutines, woken by the ACKs, compete for the same cores. Pools of 4 to
+// 64 workers measured alike on 2 cores at 10,000 streams
+// (BenchmarkRotationFanout).
+func defaultPushWorkers() int {
+	return 4 * runtime.GOMAXPROCS(0)
 }
 
 // Register adds the service to s.

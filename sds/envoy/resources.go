@@ -55,10 +55,14 @@ const (
 )
 
 // resource is a requested name with its meaning for this caller, decided
-// once when the subscription changes rather than on every push.
+// once when the subscription changes rather than on every push. A stream
+// also keeps in it the digest it last sent under the name: a subscription
+// is one to three names, for which a slice beats a map.
 type resource struct {
-	name string
-	kind kind
+	name    string
+	kind    kind
+	hasSent bool
+	sent    [sha256.Size]byte
 }
 
 // item is the current content of one resource, ready to send.

@@ -2,17 +2,21 @@ package envoy
 
 import (
 	"context"
-	"crypto/sha256"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -20,34 +24,49 @@ import (
 	"github.com/certmesh/certmesh/identity"
 )
 
-// stream is the state of one StreamSecrets call. Only the stream's own loop
-// touches it, so it needs no lock.
+// stream is the state of one StreamSecrets call. Its own goroutine handles
+// requests; the fan-out's workers push changes. mu serialises the two, so
+// requests, pushes and their bookkeeping never interleave and two Sends are
+// never concurrent, as gRPC requires.
 type stream struct {
 	h     *Handler
 	srv   secretv3.SecretDiscoveryService_StreamSecretsServer
 	ident identity.Identity
-	log   *slog.Logger
+	// id names the stream to the BundleAcks.
+	id uint64
+	// slot is the stream's index in h.fan.streams, guarded by h.fan.mu.
+	slot int
+	// changed is set by the fan-out when the source changed; whoever holds
+	// mu next looks at it (settle).
+	changed atomic.Bool
 
-	// version counts responses on this stream; the nonce of a response is
-	// its version, which is unique within the stream and needs no
-	// randomness.
+	// mu guards the fields below. It is held across Send, which is why the
+	// fan-out only ever tries it.
+	mu sync.Mutex
+	// version counts responses on this stream. nonce is the random nonce of
+	// the last response sent, zero before the first: unguessable, so that an
+	// answer to it proves the response was received (see unackedBudget).
 	version uint64
-	nonce   string
-	// names is the normalized subscription, resources its meaning.
-	names     []string
+	nonce   uint64
+	// resources is the normalized subscription, sorted by name, with the
+	// digest last sent for each, so a change that leaves this stream's bytes
+	// alone sends nothing.
 	resources []resource
-	// sent holds the digest of what was last sent per name, so a change
-	// that leaves this stream's bytes alone sends nothing.
-	sent map[string][sha256.Size]byte
-	// id names the stream to the BundleAcks; pendingBundle is the bundle
-	// of the last response, recorded once Envoy ACKs it.
-	id            uint64
+	// pendingBundle is the bundle of the last response, recorded once Envoy
+	// ACKs it.
 	pendingBundle *x509bundle.Bundle
+	// unacked counts the bytes sent since Envoy last answered; deferred
+	// marks a change held back because they reached unackedBudget.
+	unacked  int
+	deferred bool
+	// done is set when the handler returns: nothing may be sent after.
+	done bool
 }
 
-// StreamSecrets serves one Envoy SDS stream: attest the caller, then loop
-// over requests, source changes and the end of the stream. Receiving runs
-// on its own goroutine so the loop can select; it ends with the stream.
+// StreamSecrets serves one Envoy SDS stream: attest the caller, then handle
+// requests on this goroutine until the stream ends. Changes of the source
+// are pushed by the handler's fan-out, so an idle stream costs one
+// goroutine, parked in Recv.
 func (h *Handler) StreamSecrets(srv secretv3.SecretDiscoveryService_StreamSecretsServer) error {
 	ctx := srv.Context()
 	ident, err := h.attest(ctx)
@@ -57,54 +76,39 @@ func (h *Handler) StreamSecrets(srv secretv3.SecretDiscoveryService_StreamSecret
 	h.metrics.streamsOpen.Inc()
 	defer h.metrics.streamsOpen.Dec()
 
-	s := &stream{h: h, srv: srv, ident: ident, log: h.log.With(attrSPIFFEID, ident.ID.String()), sent: map[string][sha256.Size]byte{}, id: streamIDs.Add(1)}
+	s := &stream{h: h, srv: srv, ident: ident, id: streamIDs.Add(1)}
 	defer h.acks.StreamGone(s.id)
-	reqs := make(chan *discoveryv3.DiscoveryRequest)
-	recvErr := make(chan error, 1)
-	go receive(srv, reqs, recvErr)
-	return s.run(ctx, reqs, recvErr)
-}
-
-// receive feeds requests to the loop until Recv fails. Recv fails once the
-// handler returns (gRPC cancels the stream), and the send to reqs gives up
-// on the context, so this goroutine never outlives the stream.
-func receive(srv secretv3.SecretDiscoveryService_StreamSecretsServer, reqs chan<- *discoveryv3.DiscoveryRequest, errc chan<- error) {
-	ctx := srv.Context()
+	h.register(s)
+	defer h.unregister(s)
+	defer s.close()
 	for {
 		req, err := srv.Recv()
 		if err != nil {
-			errc <- err
-			return
+			return endOfStream(err)
 		}
-		select {
-		case reqs <- req:
-		case <-ctx.Done():
-			return
+		if err := s.handle(ctx, req); err != nil {
+			return err
 		}
 	}
 }
 
-// run is the stream loop. Changed is fetched before anything is built, so
-// a change that lands while a response is being built is never missed.
-func (s *stream) run(ctx context.Context, reqs <-chan *discoveryv3.DiscoveryRequest, recvErr <-chan error) error {
-	changed := s.h.src.Changed()
-	for {
-		var err error
-		select {
-		case req := <-reqs:
-			err = s.onRequest(ctx, req)
-		case <-changed:
-			changed = s.h.src.Changed()
-			err = s.push(false)
-		case err = <-recvErr:
-			return endOfStream(err)
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		}
-		if err != nil {
-			return err
-		}
+// handle applies one request, then pushes any change that arrived
+// meanwhile (or was deferred until Envoy answered).
+func (s *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
+	s.mu.Lock()
+	if err := s.onRequest(ctx, req); err != nil {
+		s.mu.Unlock()
+		return err
 	}
+	return s.settle()
+}
+
+// close stops all pushes; a push in progress finishes first. gRPC forbids
+// sending once the handler has returned.
+func (s *stream) close() {
+	s.mu.Lock()
+	s.done = true
+	s.mu.Unlock()
 }
 
 // endOfStream turns the client closing its side into a clean return.
@@ -120,88 +124,151 @@ func endOfStream(err error) error {
 // not resent), and only a change of names is answered.
 func (s *stream) onRequest(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
 	if err := checkRequest(req, s.h.maxNames); err != nil {
-		return s.h.refuse(ctx, s.log, err)
+		return s.h.refuse(ctx, s.logger(), err)
 	}
-	if s.nonce != "" && req.GetResponseNonce() != s.nonce {
-		s.log.DebugContext(ctx, "envoy: stale nonce, request ignored", attrNonce, req.GetResponseNonce())
+	if s.nonce != 0 && !s.isNonce(req.GetResponseNonce()) {
+		s.h.log.DebugContext(ctx, "envoy: stale nonce, request ignored", attrSPIFFEID, s.ident.ID.String(), attrNonce, req.GetResponseNonce())
 		return nil
+	}
+	if s.nonce != 0 {
+		s.unacked = 0 // Envoy answered the last response, so it has read everything sent
 	}
 	if req.GetErrorDetail() != nil {
 		s.onNACK(ctx, req)
-	} else if s.nonce != "" {
+	} else if s.nonce != 0 {
 		s.onACK()
 	}
 	names := normalize(req.GetResourceNames())
-	if s.nonce != "" && slices.Equal(names, s.names) {
+	if s.nonce != 0 && slices.EqualFunc(names, s.resources, func(n string, r resource) bool { return n == r.name }) {
 		return nil // ACK, or NACK of the current set: wait for a change
 	}
 	rs, err := plan(names, s.ident, s.h.src.TrustDomain())
 	if err != nil {
-		return s.h.refuse(ctx, s.log, err)
+		return s.h.refuse(ctx, s.logger(), err)
 	}
-	s.subscribe(names, rs)
+	s.subscribe(rs)
 	return s.push(true)
+}
+
+// isNonce reports whether n is the nonce of the last response, without
+// allocating.
+func (s *stream) isNonce(n string) bool {
+	var buf [16]byte
+	return string(strconv.AppendUint(buf[:0], s.nonce, 16)) == n
+}
+
+// logger is the handler's logger with the caller's ID, built only when a
+// refusal is logged: an idle stream keeps no logger of its own.
+func (s *stream) logger() *slog.Logger {
+	return s.h.log.With(attrSPIFFEID, s.ident.ID.String())
 }
 
 func (s *stream) onNACK(ctx context.Context, req *discoveryv3.DiscoveryRequest) {
 	s.h.metrics.nacks.Inc()
-	s.log.WarnContext(ctx, "envoy: Envoy rejected secrets",
+	s.h.log.WarnContext(ctx, "envoy: Envoy rejected secrets", attrSPIFFEID, s.ident.ID.String(),
 		attrNames, req.GetResourceNames(), attrNonce, req.GetResponseNonce(),
 		attrVersion, req.GetVersionInfo(), attrError, req.GetErrorDetail().GetMessage())
 }
 
-// subscribe replaces the subscription and forgets what was sent for names
-// no longer watched, so re-adding a name later sends it again.
-func (s *stream) subscribe(names []string, rs []resource) {
-	s.names, s.resources = names, rs
-	for name := range s.sent {
-		if _, found := slices.BinarySearch(names, name); !found {
-			delete(s.sent, name)
+// subscribe replaces the subscription, keeping what was sent for names
+// still watched; a name no longer watched is forgotten, so re-adding it
+// later sends it again.
+func (s *stream) subscribe(rs []resource) {
+	for i := range rs {
+		if j, found := slices.BinarySearchFunc(s.resources, rs[i].name, byName); found {
+			rs[i].sent, rs[i].hasSent = s.resources[j].sent, s.resources[j].hasSent
 		}
 	}
+	s.resources = rs
+}
+
+func byName(r resource, name string) int {
+	switch {
+	case r.name < name:
+		return -1
+	case r.name > name:
+		return 1
+	}
+	return 0
 }
 
 // push sends the subscribed resources when their bytes differ from what was
 // last sent, or unconditionally (force) after the subscription changed.
 // Nothing available yet means nothing to send: the next change retries.
+// It is called with mu held.
 func (s *stream) push(force bool) error {
+	ctx := s.srv.Context()
 	items, err := s.h.snapshot(s.resources, s.ident)
 	if err != nil {
-		return s.h.refuse(s.srv.Context(), s.log, err)
+		return s.h.refuse(ctx, s.logger(), err)
 	}
 	if len(items) == 0 || (!force && !s.differs(items)) {
 		return nil
 	}
-	resp := s.response(items)
+	resp, nonce, err := s.response(items)
+	if err != nil {
+		return s.h.refuse(ctx, s.logger(), err)
+	}
 	if err := s.srv.Send(resp); err != nil {
+		s.done = true // the stream is broken; its goroutine ends with Recv's error
 		return err
 	}
-	for _, it := range items {
-		s.sent[it.name] = it.digest
-	}
-	s.nonce = resp.GetNonce()
+	s.recordSent(items)
+	s.nonce = nonce
+	s.unacked += proto.Size(resp)
 	s.pendingBundle = bundleOf(items)
 	s.h.metrics.pushes.Inc()
-	s.log.DebugContext(s.srv.Context(), "envoy: pushed secrets", attrVersion, resp.GetVersionInfo(), attrCount, len(items))
+	s.h.log.DebugContext(ctx, "envoy: pushed secrets", attrSPIFFEID, s.ident.ID.String(), attrVersion, resp.GetVersionInfo(), attrCount, len(items))
 	return nil
+}
+
+// find returns the subscribed resource named name. items come from
+// snapshot(s.resources), so it is always there.
+func (s *stream) find(name string) *resource {
+	i, _ := slices.BinarySearchFunc(s.resources, name, byName)
+	return &s.resources[i]
 }
 
 func (s *stream) differs(items []item) bool {
 	for _, it := range items {
-		if d, ok := s.sent[it.name]; !ok || d != it.digest {
+		if r := s.find(it.name); !r.hasSent || r.sent != it.digest {
 			return true
 		}
 	}
 	return false
 }
 
-// response builds the next version of this stream.
-func (s *stream) response(items []item) *discoveryv3.DiscoveryResponse {
+func (s *stream) recordSent(items []item) {
+	for _, it := range items {
+		r := s.find(it.name)
+		r.sent, r.hasSent = it.digest, true
+	}
+}
+
+// response builds the next version of this stream with a fresh nonce.
+func (s *stream) response(items []item) (*discoveryv3.DiscoveryResponse, uint64, error) {
+	nonce, err := s.h.newNonce()
+	if err != nil {
+		return nil, 0, err
+	}
 	s.version++
-	v := strconv.FormatUint(s.version, 10)
 	anys := make([]*anypb.Any, len(items))
 	for i, it := range items {
 		anys[i] = it.any
 	}
-	return &discoveryv3.DiscoveryResponse{VersionInfo: v, Nonce: v, TypeUrl: SecretTypeURL, Resources: anys}
+	return &discoveryv3.DiscoveryResponse{
+		VersionInfo: strconv.FormatUint(s.version, 10),
+		Nonce:       strconv.FormatUint(nonce, 16),
+		TypeUrl:     SecretTypeURL,
+		Resources:   anys,
+	}, nonce, nil
+}
+
+// newNonce draws a non-zero nonce from the handler's random source.
+func (h *Handler) newNonce() (uint64, error) {
+	var b [8]byte
+	if _, err := io.ReadFull(h.rand, b[:]); err != nil {
+		return 0, fmt.Errorf("envoy: nonce: %w", err)
+	}
+	return max(binary.LittleEndian.Uint64(b[:]), 1), nil
 }
