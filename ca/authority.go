@@ -25,15 +25,18 @@ import (
 // The root key is absent when a user brought their own CA: certmesh then only
 // needs the intermediate.
 type Authority struct {
-	ID               string
-	Root             *x509.Certificate
-	RootKey          crypto.Signer // nil for a bring-your-own root
-	Intermediate     *x509.Certificate
-	IntermediateKey  crypto.Signer
-	intermediateDER  []byte
-	rootDER          []byte
-	chainAfterLeaf   [][]byte // intermediate, root: appended to every leaf
-	intermediatePool *x509.CertPool
+	ID              string
+	Root            *x509.Certificate
+	RootKey         crypto.Signer // nil for a bring-your-own root
+	Intermediate    *x509.Certificate
+	IntermediateKey crypto.Signer
+	intermediateDER []byte
+	rootDER         []byte
+	chainAfterLeaf  [][]byte // intermediate, root: appended to every leaf
+	// chainAfterLeafPEM is chainAfterLeaf as PEM, encoded once per authority
+	// rather than for every leaf the gRPC service answers with.
+	chainAfterLeafPEM []string
+	intermediatePool  *x509.CertPool
 }
 
 // Files inside an authority's directory.
@@ -149,8 +152,9 @@ func assemble(id string, root *x509.Certificate, rootKey crypto.Signer, intermed
 	return &Authority{
 		ID: id, Root: root, RootKey: rootKey, Intermediate: intermediate, IntermediateKey: intKey,
 		rootDER: root.Raw, intermediateDER: intermediate.Raw,
-		chainAfterLeaf:   [][]byte{intermediate.Raw, root.Raw},
-		intermediatePool: pool,
+		chainAfterLeaf:    [][]byte{intermediate.Raw, root.Raw},
+		chainAfterLeafPEM: []string{certPEM(intermediate.Raw), certPEM(root.Raw)},
+		intermediatePool:  pool,
 	}, nil
 }
 

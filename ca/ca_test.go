@@ -271,3 +271,21 @@ func TestSignJWT(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, c.JWTBundle().Equal(again.JWTBundle()), "JWT key persists")
 }
+
+// TestLeafChainPEM: the PEM chain (the authority's part encoded once) is the
+// DER chain block for block, and a Leaf built by hand still encodes.
+func TestLeafChainPEM(t *testing.T) {
+	c := catest.New(t, "example.org")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	leaf, err := c.Sign(ca.SignParams{PublicKey: key.Public(), ID: spiffeid.RequireFromString("spiffe://example.org/a")})
+	require.NoError(t, err)
+	bare := &ca.Leaf{Chain: leaf.Chain}
+	for _, l := range []*ca.Leaf{leaf, bare} {
+		got := l.ChainPEM()
+		require.Len(t, got, len(leaf.Chain))
+		for i, der := range leaf.Chain {
+			require.Equal(t, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), got[i], "block %d", i)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -46,6 +47,26 @@ type Leaf struct {
 	// Chain is DER, leaf first, then the intermediate, then the root: the
 	// order istio's CreateCertificate answers with.
 	Chain [][]byte
+	// afterLeafPEM is the authority's PEM of Chain[1:], shared by its leaves.
+	afterLeafPEM []string
+}
+
+// ChainPEM is Chain as PEM CERTIFICATE blocks, leaf first. Only the leaf is
+// encoded here; the intermediate and root come from the authority, encoded once.
+func (l *Leaf) ChainPEM() []string {
+	out := make([]string, len(l.Chain))
+	for i, der := range l.Chain {
+		if i > 0 && len(l.afterLeafPEM) == len(l.Chain)-1 {
+			out[i] = l.afterLeafPEM[i-1]
+			continue
+		}
+		out[i] = certPEM(der)
+	}
+	return out
+}
+
+func certPEM(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
 
 // Sign issues an X.509-SVID: one URI SAN, not a CA, digitalSignature (plus
@@ -95,7 +116,7 @@ func (c *CA) Sign(p SignParams) (*Leaf, error) {
 	chain := make([][]byte, 0, 3)
 	chain = append(chain, der)
 	chain = append(chain, a.chainAfterLeaf...)
-	return &Leaf{NotAfter: notAfter, Serial: serial, Chain: chain}, nil
+	return &Leaf{NotAfter: notAfter, Serial: serial, Chain: chain, afterLeafPEM: a.chainAfterLeafPEM}, nil
 }
 
 // Certificate parses the leaf certificate.

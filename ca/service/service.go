@@ -7,7 +7,6 @@ package service
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"log/slog"
 	"strings"
@@ -127,11 +126,7 @@ func (s *Service) CreateCertificate(ctx context.Context, req *pb.IstioCertificat
 	s.cfg.Metrics.signing.Observe(s.cfg.Clock.Since(start).Seconds())
 	s.cfg.Metrics.issued.WithLabelValues(caller.Attestor).Inc()
 	s.cfg.Logger.Debug("issued SVID", attrID, grant.ID.String(), attrAttestor, caller.Attestor, "not_after", leaf.NotAfter)
-	out := make([]string, len(leaf.Chain))
-	for i, der := range leaf.Chain {
-		out[i] = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	}
-	return &pb.IstioCertificateResponse{CertChain: out}, nil
+	return &pb.IstioCertificateResponse{CertChain: leaf.ChainPEM()}, nil
 }
 
 // Log attribute keys.
