@@ -38,6 +38,7 @@ type recordingObserver struct {
 	mu       sync.Mutex
 	stored   []string
 	restored []string
+	failed   []error
 }
 
 func (o *recordingObserver) CertificateStored(name string, _ Served, restored bool) {
@@ -50,7 +51,11 @@ func (o *recordingObserver) CertificateStored(name string, _ Served, restored bo
 	}
 }
 
-func (o *recordingObserver) CertificateFailed(string, error, time.Time) {}
+func (o *recordingObserver) CertificateFailed(_ string, err error, _ time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.failed = append(o.failed, err)
+}
 
 func TestPebbleEnsureRouteRestoreRemove(t *testing.T) {
 	p := pebbletest.Start(t, pebbletest.Options{})

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,9 +157,16 @@ func TestPebbleChallengeFailsOldCertStays(t *testing.T) {
 func TestPebbleBlockedDomain(t *testing.T) {
 	p := pebbletest.Start(t, pebbletest.Options{Blocklist: []string{"blocked.example.test"}})
 	r := newRig(t, p, httpSpec("blocked", "blocked.example.test"))
+	obs := &recordingObserver{}
+	r.cfg.Observer = obs
 	st := waitStatus(t, r.start(t), "blocked", func(s CertStatus) bool { return s.LastError != nil })
 	require.ErrorIs(t, st.LastError, ErrRejectedIdentifier)
 	require.ErrorContains(t, st.LastError, "blocked.example.test")
+	require.Eventually(t, func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return len(obs.failed) > 0 && errors.Is(obs.failed[0], ErrRejectedIdentifier)
+	}, 10*time.Second, 10*time.Millisecond, "the Observer hears of the failure (the Ingress controller turns it into an Event)")
 }
 
 // opensslVerify checks the chain with openssl, the way an operator would.

@@ -115,16 +115,21 @@ func leafOf(s *Served) *x509.Certificate {
 	return s.leaf
 }
 
-// fail records err, schedules the retry and keeps serving the current certificate.
+// fail records err, schedules the retry, tells the Observer, and keeps serving the
+// current certificate.
 func (m *Manager) fail(st *certState, now time.Time, err error) time.Time {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	st.failures++
 	st.lastErr = err
 	m.cfg.OrderMetrics.observeFailure(err)
 	st.retryAt = now.Add(m.cfg.Backoff.Delay(now, st.failures, err))
-	m.cfg.Logger.Warn("edge: order failed", logName, st.spec.Name, logErr, err, logRetry, st.retryAt)
-	return st.retryAt
+	retryAt := st.retryAt
+	st.mu.Unlock()
+	m.cfg.Logger.Warn("edge: order failed", logName, st.spec.Name, logErr, err, logRetry, retryAt)
+	if m.cfg.Observer != nil {
+		m.cfg.Observer.CertificateFailed(st.spec.Name, err, retryAt)
+	}
+	return retryAt
 }
 
 // reload adopts a stored certificate that differs from the served one: written by a

@@ -266,6 +266,23 @@ func TestIngressWithoutAnnotationOrUnknownIssuer(t *testing.T) {
 	require.Empty(t, r.ctrl.Status())
 }
 
+// TestIngressIssuanceFailedEvent: an order that fails (an issuer whose ACME
+// directory does not answer) is an IssuanceFailed Event on the Ingress, naming
+// the error and the retry.
+func TestIngressIssuanceFailedEvent(t *testing.T) {
+	r := startIngressRig(t)
+	ctx := context.Background()
+	cm, err := cluster.Client.CoreV1().ConfigMaps(r.sysNS).Get(ctx, ingress.IssuersConfigMap, metav1.GetOptions{})
+	require.NoError(t, err)
+	cm.Data[ingress.IssuersKey] += "down:\n  directory: https://127.0.0.1:1/dir\n  email: ops@example.com\n"
+	_, err = cluster.Client.CoreV1().ConfigMaps(r.sysNS).Update(ctx, cm, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	r.createIngress(t, "down", "down-tls", map[string]string{ingress.AnnotationIssuer: "down"}, "down.example.test")
+	ev := requireEventOn(t, "Ingress", r.appNS, "down", ingress.ReasonFailed)
+	require.Equal(t, corev1.EventTypeWarning, ev.Type)
+	require.Contains(t, ev.Message, "retrying at")
+}
+
 func requireEvent(t testing.TB, ns, ingressName, reason string) {
 	t.Helper()
 	requireEventOn(t, "Ingress", ns, ingressName, reason)
