@@ -3,10 +3,8 @@ package edge
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"net/http"
 	"strconv"
@@ -185,26 +183,5 @@ func (o *orderRecorder) snapshot() []map[string]any {
 // verifyChain checks the served chain against pebble's root with Go.
 func verifyChain(t testing.TB, sv Served, root []byte, dnsName string) {
 	t.Helper()
-	roots := x509.NewCertPool()
-	require.True(t, roots.AppendCertsFromPEM(root))
-	inter := x509.NewCertPool()
-	rest := sv.CertPEM
-	var leaf *x509.Certificate
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		require.NoError(t, err)
-		if leaf == nil {
-			leaf = c
-		} else {
-			inter.AddCert(c)
-		}
-	}
-	require.NotNil(t, leaf)
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: dnsName})
-	require.NoError(t, err)
+	pebbletest.VerifyChain(t, root, sv.CertPEM, dnsName)
 }

@@ -127,3 +127,30 @@ func (p *Pebble) SetRenewalInfo(t testing.TB, cert *x509.Certificate, start, end
 	msg, _ := io.ReadAll(resp.Body)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "set-renewal-info: %s", msg)
 }
+
+// VerifyChain checks a PEM chain (leaf first) against root for dnsName with Go's
+// verifier and returns the leaf.
+func VerifyChain(t testing.TB, root, chainPEM []byte, dnsName string) *x509.Certificate {
+	t.Helper()
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(root))
+	inter := x509.NewCertPool()
+	var leaf *x509.Certificate
+	for rest := chainPEM; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		require.NoError(t, err)
+		if leaf == nil {
+			leaf = c
+		} else {
+			inter.AddCert(c)
+		}
+	}
+	require.NotNil(t, leaf, "no certificate in the chain")
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: dnsName})
+	require.NoError(t, err)
+	return leaf
+}

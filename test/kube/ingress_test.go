@@ -3,7 +3,6 @@ package kube_test
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -312,27 +311,7 @@ func requireEventOn(t testing.TB, kind, ns, name, reason string) corev1.Event {
 // verifyPebbleChain checks tls.crt against Pebble's root and returns the leaf.
 func verifyPebbleChain(t testing.TB, p *pebbletest.Pebble, chainPEM []byte, dnsName string) *x509.Certificate {
 	t.Helper()
-	roots := x509.NewCertPool()
-	require.True(t, roots.AppendCertsFromPEM(p.Root(t)))
-	inter := x509.NewCertPool()
-	var leaf *x509.Certificate
-	for rest := chainPEM; ; {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		require.NoError(t, err)
-		if leaf == nil {
-			leaf = c
-		} else {
-			inter.AddCert(c)
-		}
-	}
-	require.NotNil(t, leaf)
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: dnsName})
-	require.NoError(t, err)
-	return leaf
+	return pebbletest.VerifyChain(t, p.Root(t), chainPEM, dnsName)
 }
 
 // BenchmarkIngressToSecret measures the time from creating an annotated Ingress to
