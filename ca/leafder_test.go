@@ -80,15 +80,25 @@ func testLeafKeys(t testing.TB) []leafKeys {
 // odd certificates the fuzz target makes, such as a 3-byte IP address).
 func tbsOf(t testing.TB, der []byte) []byte {
 	t.Helper()
-	var cert struct {
-		TBS       asn1.RawValue
-		Algorithm asn1.RawValue
-		Signature asn1.BitString
-	}
+	return certParts(t, der).TBS.FullBytes
+}
+
+// rawCertificate is Certificate ::= SEQUENCE { tbsCertificate,
+// signatureAlgorithm, signatureValue }, each part kept as written.
+type rawCertificate struct {
+	TBS       asn1.RawValue
+	Algorithm asn1.RawValue
+	Signature asn1.BitString
+}
+
+// certParts splits a certificate's DER into its three parts.
+func certParts(t testing.TB, der []byte) rawCertificate {
+	t.Helper()
+	var cert rawCertificate
 	rest, err := asn1.Unmarshal(der, &cert)
 	require.NoError(t, err)
 	require.Empty(t, rest)
-	return cert.TBS.FullBytes
+	return cert
 }
 
 func mustURL(t testing.TB, s string) *url.URL {
