@@ -112,41 +112,41 @@ func (c *Controller) startGatewayInformer(ctx context.Context, factory gatewayin
 			c.enqueueListenerSetsOf(ref.Namespace, ref.Name)
 		}
 	}
-	if _, err := gws.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { enqueue.OnAdd(obj, false); attached(obj) },
 		UpdateFunc: func(old, obj any) { enqueue.OnUpdate(old, obj); attached(obj) },
 		DeleteFunc: func(obj any) { enqueue.OnDelete(obj); attached(obj) },
-	}); err != nil {
-		c.cfg.Logger.Error("ingress: watch gateways", "err", err)
-		return false
 	}
-	// The lister is published before the informer starts: its event handlers run
-	// after the object is in the cache, so every enqueued Key resolves.
-	c.gateways.mu.Lock()
-	c.gateways.gateways, c.gateways.gatewayStore = gws.Lister(), gws.Informer().GetStore()
-	c.gateways.mu.Unlock()
-	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), gws.Informer().HasSynced) {
-		return false
-	}
-	c.cfg.Logger.Info("ingress: Gateway API served; watching Gateways", "group_version", gatewayAPIGroupVersion)
-	return true
+	return c.startInformer(ctx, factory, "Gateways", gws.Informer(), handler, func() {
+		c.gateways.gateways, c.gateways.gatewayStore = gws.Lister(), gws.Informer().GetStore()
+	})
 }
 
 func (c *Controller) startListenerSetInformer(ctx context.Context, factory gatewayinformers.SharedInformerFactory) bool {
 	sets := factory.Gateway().V1().ListenerSets()
-	if _, err := sets.Informer().AddEventHandler(c.enqueuer(KindListenerSet)); err != nil {
-		c.cfg.Logger.Error("ingress: watch listenersets", "err", err)
+	return c.startInformer(ctx, factory, "ListenerSets", sets.Informer(), c.enqueuer(KindListenerSet), func() {
+		c.gateways.sets, c.gateways.setStore = sets.Lister(), sets.Informer().GetStore()
+	})
+}
+
+// startInformer adds handler, publishes the lister (under the watch's lock),
+// starts the factory's new informers and waits for inf's cache. The lister is
+// published before the informer starts: its event handlers run after the object
+// is in the cache, so every enqueued Key resolves.
+func (c *Controller) startInformer(ctx context.Context, factory gatewayinformers.SharedInformerFactory, what string,
+	inf cache.SharedIndexInformer, handler cache.ResourceEventHandler, publish func()) bool {
+	if _, err := inf.AddEventHandler(handler); err != nil {
+		c.cfg.Logger.Error("ingress: watch "+what, "err", err)
 		return false
 	}
 	c.gateways.mu.Lock()
-	c.gateways.sets, c.gateways.setStore = sets.Lister(), sets.Informer().GetStore()
+	publish()
 	c.gateways.mu.Unlock()
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), sets.Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return false
 	}
-	c.cfg.Logger.Info("ingress: watching ListenerSets", "group_version", gatewayAPIGroupVersion)
+	c.cfg.Logger.Info("ingress: Gateway API served; watching "+what, "group_version", gatewayAPIGroupVersion)
 	return true
 }
 
