@@ -40,7 +40,10 @@ FUZZ_TARGETS = ./ca:FuzzParseCSR ./ca:FuzzLeafTBS ./identity:FuzzParseRegistrati
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-	  $(GO) test $$pkg -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) >/dev/null || { $(GO) test $$pkg -run='^$$' -fuzz="^$$fn$$" -fuzztime=1x; exit 1; }; \
+	  log=$$(mktemp); \
+	  $(GO) test $$pkg -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) >$$log 2>&1 || { tail -n 80 $$log; rm -f $$log; \
+	    for c in $$(git ls-files --others $$pkg/testdata/fuzz/$$fn 2>/dev/null); do echo "== $$c"; cat $$c; done; exit 1; }; \
+	  rm -f $$log; \
 	done
 
 # BENCHMARKS.md: every figure with its method and a baseline from the same run.
