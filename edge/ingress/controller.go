@@ -358,9 +358,19 @@ func (c *Controller) apply(ctx context.Context, src source, issuerName string, i
 	if iss.Solver.Type == edge.HTTP01 {
 		iss.Solver.HTTP01Router = src.route(c.backend)
 	}
+	var nsLabels map[string]string
+	if src.selectsNamespace {
+		// Read when needed only; a label change is seen at the object's next event
+		// or resync.
+		ns, err := c.cfg.Client.CoreV1().Namespaces().Get(ctx, src.key.Namespace, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("ingress: %s: read its namespace's labels for an attachment selector: %w", src.key, err)
+		}
+		nsLabels = ns.Labels
+	}
 	var keep []string
 	var errs []error
-	for _, d := range src.desired(issuerName, iss) {
+	for _, d := range src.desired(nsLabels, issuerName, iss) {
 		if d.Problem != "" {
 			c.event(src.reference(), eventWarning, ReasonBadSpec, d.Problem)
 			continue

@@ -3,7 +3,6 @@ package ingress
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -198,9 +197,9 @@ func sleep(ctx context.Context, clk clock.WithTicker, d time.Duration) bool {
 func gatewaySource(gw *gatewayv1.Gateway) source {
 	return source{
 		key: GatewayKey(gw.Namespace, gw.Name), uid: gw.UID, version: gw.ResourceVersion,
-		annotations: gw.Annotations,
-		desired: func(issuerName string, iss Issuer) []Desired {
-			return GatewayCertificates(gw, issuerName, iss)
+		annotations: gw.Annotations, selectsNamespace: usesNamespaceSelector(gw, nil),
+		desired: func(nsLabels map[string]string, issuerName string, iss Issuer) []Desired {
+			return GatewayCertificates(gw, nsLabels, issuerName, iss)
 		},
 		route: func(b *solverBackend) edge.HTTP01Router { return newGatewayRoute(b, gw) },
 	}
@@ -212,9 +211,9 @@ func listenerSetSource(ls *gatewayv1.ListenerSet, parent *gatewayv1.Gateway) sou
 	pns, pname, _ := parentGateway(ls)
 	return source{
 		key: ListenerSetKey(ls.Namespace, ls.Name), uid: ls.UID, version: ls.ResourceVersion,
-		annotations: ls.Annotations,
-		desired: func(issuerName string, iss Issuer) []Desired {
-			return ListenerSetCertificates(ls, parent, issuerName, iss)
+		annotations: ls.Annotations, selectsNamespace: usesNamespaceSelector(parent, ls),
+		desired: func(nsLabels map[string]string, issuerName string, iss Issuer) []Desired {
+			return ListenerSetCertificates(ls, parent, nsLabels, issuerName, iss)
 		},
 		route: func(b *solverBackend) edge.HTTP01Router { return newListenerSetRoute(b, ls, pns, pname) },
 	}
@@ -242,37 +241,46 @@ func parentGateway(ls *gatewayv1.ListenerSet) (ns, name string, isGateway bool) 
 //     (certmesh writes a Gateway's certificates only beside it: a ReferenceGrant lets
 //     a Gateway read there, not certmesh write there);
 //   - a wildcard hostname with a solver other than dns-01;
-//   - with http-01, a hostname no plain-HTTP listener of the Gateway accepts: the
+//   - with http-01, a hostname no plain-HTTP listener of the Gateway both accepts and
+//     opens to certmesh's challenge HTTPRoute (allowedRoutes, see attach.go): the
 //     ACME CA's request would have nowhere to arrive.
 //
 // Passthrough listeners are skipped silently: the backend terminates TLS, so its
-// certificate is not the Gateway's.
-func GatewayCertificates(gw *gatewayv1.Gateway, issuerName string, iss Issuer) []Desired {
-	return listenerCertificates(gw.Namespace, gw.Spec.Listeners, gw.Spec.Listeners, "", issuerName, iss)
+// certificate is not the Gateway's. nsLabels are the labels of the Gateway's
+// namespace, needed only when an allowedRoutes rule selects namespaces by label.
+func GatewayCertificates(gw *gatewayv1.Gateway, nsLabels map[string]string, issuerName string, iss Issuer) []Desired {
+	plain := plainListeners(KindGateway, gw.Namespace, gw.Name, gw.Spec.Listeners)
+	return listenerCertificates(gw.Namespace, nsLabels, gw.Spec.Listeners, plain, "", issuerName, iss)
 }
 
 // ListenerSetCertificates applies the Gateway rules to a ListenerSet's listeners. Its
 // certificates live in its own namespace; for http-01, the plain-HTTP listener may be
 // its own or its parent Gateway's (parent is nil when that Gateway is not found).
-func ListenerSetCertificates(ls *gatewayv1.ListenerSet, parent *gatewayv1.Gateway, issuerName string, iss Issuer) []Desired {
+// A ListenerSet its parent does not admit (spec.allowedListeners) gets nothing, only
+// the reason. nsLabels are the labels of the ListenerSet's namespace, needed only
+// when an attachment rule selects namespaces by label.
+func ListenerSetCertificates(ls *gatewayv1.ListenerSet, parent *gatewayv1.Gateway, nsLabels map[string]string, issuerName string, iss Issuer) []Desired {
+	pns, pname, _ := parentGateway(ls)
 	own := make([]gatewayv1.Listener, 0, len(ls.Spec.Listeners))
 	for _, e := range ls.Spec.Listeners {
 		own = append(own, gatewayv1.Listener(e)) // the same fields, so a ListenerSet's listener is a Gateway's
 	}
-	plain, missing := own, ""
+	plain, missing := plainListeners(KindListenerSet, ls.Namespace, ls.Name, own), ""
 	if parent != nil {
-		plain = append(slices.Clone(own), parent.Spec.Listeners...)
+		if ok, why := admitsListenerSet(parent, ls.Namespace, nsLabels); !ok {
+			return []Desired{{Problem: fmt.Sprintf("its parent Gateway %s/%s does not admit it: %s", pns, pname, why)}}
+		}
+		plain = append(plain, plainListeners(KindGateway, parent.Namespace, parent.Name, parent.Spec.Listeners)...)
 	} else {
-		ns, name, _ := parentGateway(ls)
-		missing = fmt.Sprintf(" (its parent Gateway %s/%s is not found)", ns, name)
+		missing = fmt.Sprintf(" (its parent Gateway %s/%s is not found)", pns, pname)
 	}
-	return listenerCertificates(ls.Namespace, own, plain, missing, issuerName, iss)
+	return listenerCertificates(ls.Namespace, nsLabels, own, plain, missing, issuerName, iss)
 }
 
-// listenerCertificates is the policy over listeners in namespace ns; plain are the
-// listeners an http-01 request may arrive through, and noPlainHint is added to the
-// problem when none accepts the host.
-func listenerCertificates(ns string, listeners, plain []gatewayv1.Listener, noPlainHint, issuerName string, iss Issuer) []Desired {
+// listenerCertificates is the policy over listeners in namespace ns (whose labels
+// are nsLabels); plain are the listeners an http-01 request may arrive through, and
+// noPlainHint is added to the problem when none accepts the host.
+func listenerCertificates(ns string, nsLabels map[string]string, listeners []gatewayv1.Listener, plain []plainListener, noPlainHint, issuerName string, iss Issuer) []Desired {
 	var out []Desired
 	index := map[string]int{}
 	for _, l := range listeners {
@@ -293,9 +301,11 @@ func listenerCertificates(ns string, listeners, plain []gatewayv1.Listener, noPl
 			out = append(out, Desired{Problem: fmt.Sprintf("%s (%s): wildcard hosts need a dns-01 issuer", where, host)})
 			continue
 		}
-		if iss.Solver.Type == edge.HTTP01 && !servesHTTP(plain, host) {
-			out = append(out, Desired{Problem: fmt.Sprintf("%s (%s): no HTTP listener accepts the host%s, so an http-01 challenge cannot reach it; add one on port 80 or use a dns-01 issuer", where, host, noPlainHint)})
-			continue
+		if iss.Solver.Type == edge.HTTP01 {
+			if problem := routeFor(plain, host, ns, nsLabels); problem != "" {
+				out = append(out, Desired{Problem: fmt.Sprintf("%s (%s): %s%s, so an http-01 challenge cannot reach it; add or open one on port 80, or use a dns-01 issuer", where, host, problem, noPlainHint)})
+				continue
+			}
 		}
 		for i, ref := range l.TLS.CertificateRefs {
 			if problem := secretRefProblem(ns, ref); problem != "" {
@@ -342,20 +352,18 @@ func secretRefProblem(ns string, ref gatewayv1.SecretObjectReference) string {
 	return ""
 }
 
-// servesHTTP says whether a plain-HTTP listener among listeners accepts host: one
+// acceptsHost says whether l is a plain-HTTP listener that accepts host: one
 // without a hostname, with exactly host, or with a wildcard covering it.
-func servesHTTP(listeners []gatewayv1.Listener, host string) bool {
-	return slices.ContainsFunc(listeners, func(l gatewayv1.Listener) bool {
-		if l.Protocol != gatewayv1.HTTPProtocolType {
-			return false
-		}
-		if l.Hostname == nil || *l.Hostname == "" {
-			return true
-		}
-		h := strings.ToLower(string(*l.Hostname))
-		if suffix, ok := strings.CutPrefix(h, "*"); ok {
-			return strings.HasSuffix(host, suffix) && len(host) > len(suffix)
-		}
-		return h == host
-	})
+func acceptsHost(l gatewayv1.Listener, host string) bool {
+	if l.Protocol != gatewayv1.HTTPProtocolType {
+		return false
+	}
+	if l.Hostname == nil || *l.Hostname == "" {
+		return true
+	}
+	h := strings.ToLower(string(*l.Hostname))
+	if suffix, ok := strings.CutPrefix(h, "*"); ok {
+		return strings.HasSuffix(host, suffix) && len(host) > len(suffix)
+	}
+	return h == host
 }

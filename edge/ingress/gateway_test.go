@@ -117,6 +117,21 @@ func TestGatewayCertificates(t *testing.T) {
 			wantProblems: []string{"no HTTP listener accepts the host"},
 		},
 		{
+			name: "http-01 through an HTTP listener closed to HTTPRoutes",
+			gw: testGateway(withRoutes(httpListener(""), gatewayv1.NamespacesFromAll, gatewayv1.RouteGroupKind{Kind: "GRPCRoute"}),
+				httpsListener("https", "a.example", certRef("s"))),
+			iss:          http,
+			wantNames:    map[string][]string{},
+			wantProblems: []string{`listener "http" of Gateway shop/edge: allowedRoutes.kinds does not list HTTPRoute`},
+		},
+		{
+			name: "one HTTP listener for the host is enough",
+			gw: testGateway(withRoutes(httpListener("a.example"), gatewayv1.NamespacesFromNone), httpListener(""),
+				httpsListener("https", "a.example", certRef("s"))),
+			iss:       http,
+			wantNames: map[string][]string{"shop/s": {"a.example"}},
+		},
+		{
 			name:      "dns-01 needs no HTTP listener",
 			gw:        testGateway(httpsListener("https", "a.example", certRef("s"))),
 			iss:       dns,
@@ -139,7 +154,7 @@ func TestGatewayCertificates(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			names := map[string][]string{}
 			var problems []string
-			for _, d := range GatewayCertificates(tc.gw, "le", tc.iss) {
+			for _, d := range GatewayCertificates(tc.gw, nil, "le", tc.iss) {
 				if d.Problem != "" {
 					problems = append(problems, d.Problem)
 					continue
@@ -157,7 +172,13 @@ func TestGatewayCertificates(t *testing.T) {
 	}
 }
 
-func TestServesHTTP(t *testing.T) {
+// withRoutes sets l's allowedRoutes: namespaces from, and kinds.
+func withRoutes(l gatewayv1.Listener, from gatewayv1.FromNamespaces, kinds ...gatewayv1.RouteGroupKind) gatewayv1.Listener {
+	l.AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &from}, Kinds: kinds}
+	return l
+}
+
+func TestAcceptsHost(t *testing.T) {
 	for _, tc := range []struct {
 		listener string
 		host     string
@@ -172,11 +193,10 @@ func TestServesHTTP(t *testing.T) {
 		{"*.example", "example", false},
 		{"*.example", ".example", false},
 	} {
-		gw := testGateway(httpListener(tc.listener))
-		require.Equal(t, tc.want, servesHTTP(gw.Spec.Listeners, tc.host), "listener %q host %q", tc.listener, tc.host)
+		require.Equal(t, tc.want, acceptsHost(httpListener(tc.listener), tc.host), "listener %q host %q", tc.listener, tc.host)
 	}
-	tlsOnly := testGateway(httpsListener("https", "a.example", certRef("s")))
-	require.False(t, servesHTTP(tlsOnly.Spec.Listeners, "a.example"), "an HTTPS listener does not take the ACME CA's plain-HTTP request")
+	require.False(t, acceptsHost(httpsListener("https", "a.example", certRef("s")), "a.example"),
+		"an HTTPS listener does not take the ACME CA's plain-HTTP request")
 }
 
 func TestGatewayRoute(t *testing.T) {
@@ -292,36 +312,138 @@ func testListenerSet(parentNS string, entries ...gatewayv1.Listener) *gatewayv1.
 	}
 	for _, l := range entries {
 		ls.Spec.Listeners = append(ls.Spec.Listeners, gatewayv1.ListenerEntry{
-			Name: l.Name, Hostname: l.Hostname, Port: l.Port, Protocol: l.Protocol, TLS: l.TLS,
+			Name: l.Name, Hostname: l.Hostname, Port: l.Port, Protocol: l.Protocol, TLS: l.TLS, AllowedRoutes: l.AllowedRoutes,
 		})
 	}
 	return ls
 }
 
+// admitting makes gw admit ListenerSets by the namespace rule from (a selector of
+// team=a with Selector).
+func admitting(gw *gatewayv1.Gateway, from gatewayv1.FromNamespaces) *gatewayv1.Gateway {
+	gw.Spec.AllowedListeners = &gatewayv1.AllowedListeners{Namespaces: &gatewayv1.ListenerNamespaces{From: &from}}
+	if from == gatewayv1.NamespacesFromSelector {
+		gw.Spec.AllowedListeners.Namespaces.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}
+	}
+	return gw
+}
+
 func TestListenerSetCertificates(t *testing.T) {
 	http := Issuer{Solver: edge.SolverConfig{Type: edge.HTTP01}}
-	parent := testGateway(httpListener(""))
+	parent := admitting(testGateway(withRoutes(httpListener(""), gatewayv1.NamespacesFromAll)), gatewayv1.NamespacesFromAll)
 	https := httpsListener("https", "team.example", certRef("team-tls"))
 
-	got := ListenerSetCertificates(testListenerSet("shop", https), parent, "le", http)
+	got := ListenerSetCertificates(testListenerSet("shop", https), parent, nil, "le", http)
 	require.Len(t, got, 1)
 	require.Empty(t, got[0].Problem)
 	require.Equal(t, "team-a/team-tls", got[0].Spec.Name, "the Secret is in the ListenerSet's namespace")
 	require.Equal(t, []string{"team.example"}, got[0].Spec.DNSNames)
 
-	got = ListenerSetCertificates(testListenerSet("shop", https), nil, "le", http)
+	got = ListenerSetCertificates(testListenerSet("shop", https), nil, nil, "le", http)
 	require.Len(t, got, 1)
 	require.Contains(t, got[0].Problem, "its parent Gateway shop/edge is not found")
 
-	got = ListenerSetCertificates(testListenerSet("shop", https, httpListener("team.example")), nil, "le", http)
+	got = ListenerSetCertificates(testListenerSet("shop", https, httpListener("team.example")), nil, nil, "le", http)
 	require.Len(t, got, 1)
-	require.Empty(t, got[0].Problem, "its own HTTP listener is enough")
+	require.Empty(t, got[0].Problem, "its own HTTP listener is enough: Same is the ListenerSet's namespace")
 
 	ref := certRef("x")
 	ref.Namespace = ptr(gatewayv1.Namespace("shop"))
-	got = ListenerSetCertificates(testListenerSet("shop", httpsListener("https", "team.example", ref)), parent, "le", http)
+	got = ListenerSetCertificates(testListenerSet("shop", httpsListener("https", "team.example", ref)), parent, nil, "le", http)
 	require.Len(t, got, 1)
 	require.Contains(t, got[0].Problem, "Secret shop/x is in another namespace")
+
+	// The parent's HTTP listener keeps the default allowedRoutes (Same): the
+	// challenge HTTPRoute, in team-a, would not attach to it.
+	sameOnly := admitting(testGateway(httpListener("")), gatewayv1.NamespacesFromAll)
+	got = ListenerSetCertificates(testListenerSet("shop", https), sameOnly, nil, "le", http)
+	require.Len(t, got, 1)
+	require.Contains(t, got[0].Problem, `admits certmesh's challenge HTTPRoute from namespace team-a (listener "http" of Gateway shop/edge: allowedRoutes.namespaces from: Same admits only namespace shop, not team-a)`)
+	dns := Issuer{Solver: edge.SolverConfig{Type: edge.DNS01, DNS: edge.DNSSolverConfig{Provider: "x"}}}
+	got = ListenerSetCertificates(testListenerSet("shop", https), sameOnly, nil, "le", dns)
+	require.Empty(t, got[0].Problem, "dns-01 needs no route")
+}
+
+// TestListenerSetAdmission: a ListenerSet its parent does not admit gets no
+// certificate, whatever the solver, and the reason names the rule.
+func TestListenerSetAdmission(t *testing.T) {
+	dns := Issuer{Solver: edge.SolverConfig{Type: edge.DNS01, DNS: edge.DNSSolverConfig{Provider: "x"}}}
+	https := httpsListener("https", "team.example", certRef("team-tls"))
+	for _, tc := range []struct {
+		name     string
+		parent   *gatewayv1.Gateway
+		parentNS string
+		nsLabels map[string]string
+		problem  string
+	}{
+		{name: "unset admits none", parent: testGateway(), problem: "spec.allowedListeners is unset, which admits no ListenerSet"},
+		{name: "None", parent: admitting(testGateway(), gatewayv1.NamespacesFromNone), problem: "from: None admits no namespace"},
+		{name: "Same, other namespace", parent: admitting(testGateway(), gatewayv1.NamespacesFromSame), problem: "from: Same admits only namespace shop, not team-a"},
+		{name: "Same, same namespace", parent: sameNamespace(admitting(testGateway(), gatewayv1.NamespacesFromSame)), parentNS: "team-a"},
+		{name: "All", parent: admitting(testGateway(), gatewayv1.NamespacesFromAll)},
+		{name: "Selector, matching", parent: admitting(testGateway(), gatewayv1.NamespacesFromSelector), nsLabels: map[string]string{"team": "a"}},
+		{name: "Selector, not matching", parent: admitting(testGateway(), gatewayv1.NamespacesFromSelector), nsLabels: map[string]string{"team": "b"},
+			problem: "from: Selector (team=a) does not match namespace team-a"},
+		{name: "Selector, no labels", parent: admitting(testGateway(), gatewayv1.NamespacesFromSelector),
+			problem: "does not match namespace team-a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parentNS := tc.parentNS
+			if parentNS == "" {
+				parentNS = "shop"
+			}
+			got := ListenerSetCertificates(testListenerSet(parentNS, https), tc.parent, tc.nsLabels, "le", dns)
+			require.Len(t, got, 1)
+			if tc.problem == "" {
+				require.Empty(t, got[0].Problem)
+				require.Equal(t, "team-a/team-tls", got[0].Spec.Name)
+				return
+			}
+			require.Contains(t, got[0].Problem, "its parent Gateway "+parentNS+"/edge does not admit it: ")
+			require.Contains(t, got[0].Problem, tc.problem)
+		})
+	}
+}
+
+func sameNamespace(gw *gatewayv1.Gateway) *gatewayv1.Gateway {
+	gw.Namespace = "team-a"
+	return gw
+}
+
+func TestAdmitsNamespace(t *testing.T) {
+	from := func(f gatewayv1.FromNamespaces) *gatewayv1.FromNamespaces { return &f }
+	bad := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Sometimes"}}}
+	for _, tc := range []struct {
+		from     *gatewayv1.FromNamespaces
+		selector *metav1.LabelSelector
+		ns       string
+		want     bool
+		why      string
+	}{
+		{from: nil, ns: "shop", want: true, why: "from: Same"}, // the default given
+		{from: nil, ns: "team-a", want: false, why: "admits only namespace shop"},
+		{from: from(""), ns: "team-a", want: false, why: "admits only namespace shop"},
+		{from: from(gatewayv1.NamespacesFromAll), ns: "team-a", want: true},
+		{from: from(gatewayv1.NamespacesFromSelector), ns: "team-a", want: false, why: "has no selector"},
+		{from: from(gatewayv1.NamespacesFromSelector), selector: bad, ns: "team-a", want: false, why: "invalid selector"},
+		{from: from(gatewayv1.NamespacesFromSelector), selector: &metav1.LabelSelector{}, ns: "team-a", want: true, why: "from: Selector"},
+		{from: from("Nearby"), ns: "shop", want: false, why: `from: "Nearby" is not a value certmesh knows`},
+	} {
+		ok, why := admitsNamespace(tc.from, tc.selector, gatewayv1.NamespacesFromSame, "shop", tc.ns, map[string]string{"team": "a"})
+		require.Equal(t, tc.want, ok, "%v %q", tc.from, tc.ns)
+		require.Contains(t, why, tc.why)
+	}
+}
+
+func TestUsesNamespaceSelector(t *testing.T) {
+	plain := testGateway(httpListener(""))
+	require.False(t, usesNamespaceSelector(plain, nil))
+	require.False(t, usesNamespaceSelector(nil, testListenerSet("shop")))
+	require.True(t, usesNamespaceSelector(testGateway(withRoutes(httpListener(""), gatewayv1.NamespacesFromSelector)), nil))
+	selecting := admitting(testGateway(), gatewayv1.NamespacesFromSelector)
+	require.False(t, usesNamespaceSelector(selecting, nil), "a Gateway's own policy does not look at allowedListeners")
+	require.True(t, usesNamespaceSelector(selecting, testListenerSet("shop")))
+	require.True(t, usesNamespaceSelector(nil, testListenerSet("shop", withRoutes(httpListener(""), gatewayv1.NamespacesFromSelector))))
 }
 
 func TestParentGateway(t *testing.T) {
@@ -359,7 +481,7 @@ func TestProcessListenerSet(t *testing.T) {
 	ctx := context.Background()
 	client := fake.NewClientset(issuersCM("le:\n  directory: https://acme.test/dir\n"))
 	client.Resources = []*metav1.APIResourceList{{GroupVersion: gatewayAPIGroupVersion, APIResources: []metav1.APIResource{{Name: "gateways"}, {Name: "listenersets"}}}}
-	parent := testGateway(httpsListener("https", "shop.example", certRef("shop-tls")))
+	parent := admitting(testGateway(httpsListener("https", "shop.example", certRef("shop-tls"))), gatewayv1.NamespacesFromAll)
 	gws := gatewayClient(t, parent)
 	_, err := gws.GatewayV1().ListenerSets("team-a").Create(ctx, testListenerSet("shop", httpsListener("https", "team.example", certRef("team-tls"))), metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -378,7 +500,7 @@ func TestProcessListenerSet(t *testing.T) {
 
 	// The parent gets a plain-HTTP listener: its event enqueues the ListenerSet.
 	parent = parent.DeepCopy()
-	parent.Spec.Listeners = append(parent.Spec.Listeners, httpListener(""))
+	parent.Spec.Listeners = append(parent.Spec.Listeners, withRoutes(httpListener(""), gatewayv1.NamespacesFromAll))
 	_, err = gws.GatewayV1().Gateways("shop").Update(ctx, parent, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
@@ -439,4 +561,49 @@ func mustList(t *testing.T, gws *gatewayfake.Clientset) []gatewayv1.Gateway {
 	l, err := gws.GatewayV1().Gateways("").List(context.Background(), metav1.ListOptions{})
 	require.NoError(t, err)
 	return l.Items
+}
+
+// TestProcessListenerSetNamespaceSelector: a parent that admits ListenerSets by
+// namespace label makes the controller read the ListenerSet's Namespace; a
+// ListenerSet in a namespace without the label gets only the reason.
+func TestProcessListenerSetNamespaceSelector(t *testing.T) {
+	ctx := context.Background()
+	teamA := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: map[string]string{"team": "a"}}}
+	teamB := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-b", Labels: map[string]string{"team": "b"}}}
+	client := fake.NewClientset(issuersCM("le:\n  directory: https://acme.test/dir\n"), teamA, teamB)
+	client.Resources = []*metav1.APIResourceList{{GroupVersion: gatewayAPIGroupVersion, APIResources: []metav1.APIResource{{Name: "gateways"}, {Name: "listenersets"}}}}
+	gws := gatewayClient(t, admitting(testGateway(withRoutes(httpListener(""), gatewayv1.NamespacesFromAll)), gatewayv1.NamespacesFromSelector))
+	https := httpsListener("https", "team.example", certRef("team-tls"))
+	for _, ns := range []string{"team-a", "team-b"} {
+		ls := testListenerSet("shop", https)
+		ls.Namespace = ns
+		_, err := gws.GatewayV1().ListenerSets(ns).Create(ctx, ls, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	c := startedWithGateways(t, client, gws)
+	require.Eventually(t, func() bool {
+		_, store := c.gateways.listenerSets()
+		return store != nil && len(store.List()) == 2
+	}, 10*time.Second, 10*time.Millisecond)
+
+	require.NoError(t, c.ProcessItem(ctx, ListenerSetKey("team-a", "team")))
+	require.NoError(t, c.ProcessItem(ctx, ListenerSetKey("team-b", "team")))
+	require.Equal(t, map[string]string{"team-a/team-tls": "team-a/team"}, listenerSetNames(c))
+	evs := eventsIn(t, client, "team-b", ReasonBadSpec)
+	require.Len(t, evs, 1)
+	require.Contains(t, evs[0].Message, "its parent Gateway shop/edge does not admit it: spec.allowedListeners.namespaces from: Selector (team=a) does not match namespace team-b")
+
+	// A namespace that cannot be read is an error to retry, not a refusal.
+	require.NoError(t, client.CoreV1().Namespaces().Delete(ctx, "team-a", metav1.DeleteOptions{}))
+	require.ErrorContains(t, c.ProcessItem(ctx, ListenerSetKey("team-a", "team")), "read its namespace's labels")
+	require.Equal(t, map[string]string{"team-a/team-tls": "team-a/team"}, listenerSetNames(c), "a failed read drops nothing")
+}
+
+// listenerSetNames maps each certificate to the ListenerSet that owns it.
+func listenerSetNames(c *Controller) map[string]string {
+	out := map[string]string{}
+	for _, s := range c.Status() {
+		out[s.Name] = s.ListenerSet
+	}
+	return out
 }

@@ -51,8 +51,11 @@ type source struct {
 	uid         types.UID
 	version     string // resourceVersion, for Events
 	annotations map[string]string
-	// desired applies the kind's policy (DesiredCertificates, GatewayCertificates).
-	desired func(issuerName string, iss Issuer) []Desired
+	// desired applies the kind's policy (DesiredCertificates, GatewayCertificates);
+	// nsLabels are the labels of the object's namespace, read only when
+	// selectsNamespace says an attachment rule selects namespaces by label.
+	desired          func(nsLabels map[string]string, issuerName string, iss Issuer) []Desired
+	selectsNamespace bool
 	// route makes the HTTP-01 router that sends the challenge path through this
 	// object's data plane (a temporary Ingress, or an HTTPRoute on the Gateway or
 	// ListenerSet).

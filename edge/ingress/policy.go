@@ -102,7 +102,7 @@ func ingressSource(ing *networkingv1.Ingress) source {
 	return source{
 		key: IngressKey(ing.Namespace, ing.Name), uid: ing.UID, version: ing.ResourceVersion,
 		annotations: ing.Annotations,
-		desired: func(issuerName string, iss Issuer) []Desired {
+		desired: func(_ map[string]string, issuerName string, iss Issuer) []Desired {
 			return DesiredCertificates(ing, issuerName, iss)
 		},
 		route: func(b *solverBackend) edge.HTTP01Router { return newRoute(b, ing) },

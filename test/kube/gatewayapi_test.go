@@ -102,8 +102,8 @@ func (rw *routeWatch) snapshot() ([]string, []*gatewayv1.HTTPRoute) {
 // listener gets a certificate from Pebble in the Secret it names: the challenge is
 // routed by a temporary HTTPRoute attached to the Gateway (gone afterwards), a
 // listener certmesh cannot serve gets an Event, a ListenerSet attached to the Gateway
-// gets its listener's certificate, and a deleted Secret comes back without a new
-// order. All of it as certmesh-server's ServiceAccount, with
+// gets its listener's certificate once the Gateway admits it (and only an Event
+// before), and a deleted Secret comes back without a new order. All of it as certmesh-server's ServiceAccount, with
 // deploy/kubernetes/rbac.yaml's rights.
 func TestGatewayListenerCertificateFromPebble(t *testing.T) {
 	require.Eventually(t, func() bool { return !gatewaysServed(t) }, time.Minute, 100*time.Millisecond,
@@ -159,8 +159,9 @@ func TestGatewayListenerCertificateFromPebble(t *testing.T) {
 	require.Equal(t, r.appNS+"/edge", st[0].Gateway)
 	require.Equal(t, r.appNS+"/shop-tls", st[0].Secret)
 
-	// A ListenerSet attached to the Gateway gets its own listener's certificate; the
-	// challenge arrives through the Gateway's plain-HTTP listener.
+	// A ListenerSet attached to the Gateway gets its own listener's certificate once
+	// the Gateway admits it; the challenge arrives through the Gateway's plain-HTTP
+	// listener.
 	teamHost := gatewayv1.Hostname("team.gateway.example.test")
 	ls := &gatewayv1.ListenerSet{
 		ObjectMeta: metav1.ObjectMeta{Name: "team", Namespace: r.appNS, Annotations: map[string]string{ingress.AnnotationIssuer: "pebble"}},
@@ -173,6 +174,21 @@ func TestGatewayListenerCertificateFromPebble(t *testing.T) {
 		_, err = admin.GatewayV1().ListenerSets(r.appNS).Create(ctx, ls, metav1.CreateOptions{})
 		return err == nil
 	}, 30*time.Second, 100*time.Millisecond, "create ListenerSet: %v", err)
+	// The Gateway does not admit ListenerSets yet (allowedListeners unset admits
+	// none): no order, only the reason. Admitting them re-enqueues the ListenerSet.
+	refused := requireEventOn(t, "ListenerSet", r.appNS, "team", ingress.ReasonBadSpec)
+	require.Contains(t, refused.Message, "does not admit it: spec.allowedListeners is unset")
+	require.Len(t, r.ctrl.Status(), 1, "a ListenerSet the Gateway does not admit gets no certificate")
+	require.Eventually(t, func() bool {
+		cur, err := admin.GatewayV1().Gateways(r.appNS).Get(ctx, "edge", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		same := gatewayv1.NamespacesFromSame
+		cur.Spec.AllowedListeners = &gatewayv1.AllowedListeners{Namespaces: &gatewayv1.ListenerNamespaces{From: &same}}
+		_, err = admin.GatewayV1().Gateways(r.appNS).Update(ctx, cur, metav1.UpdateOptions{})
+		return err == nil
+	}, 10*time.Second, 100*time.Millisecond, "admit ListenerSets from the Gateway's namespace")
 	teamSec := r.waitSecret(t, "team-tls", nil)
 	leaf = verifyPebbleChain(t, r.p, teamSec.Data[corev1.TLSCertKey], string(teamHost))
 	require.Equal(t, []string{string(teamHost)}, leaf.DNSNames)
