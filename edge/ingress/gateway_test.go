@@ -311,9 +311,7 @@ func testListenerSet(parentNS string, entries ...gatewayv1.Listener) *gatewayv1.
 		ls.Spec.ParentRef.Namespace = ptr(gatewayv1.Namespace(parentNS))
 	}
 	for _, l := range entries {
-		ls.Spec.Listeners = append(ls.Spec.Listeners, gatewayv1.ListenerEntry{
-			Name: l.Name, Hostname: l.Hostname, Port: l.Port, Protocol: l.Protocol, TLS: l.TLS, AllowedRoutes: l.AllowedRoutes,
-		})
+		ls.Spec.Listeners = append(ls.Spec.Listeners, gatewayv1.ListenerEntry(l))
 	}
 	return ls
 }
