@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -112,18 +114,47 @@ func PeerCredFromContext(ctx context.Context) (PeerCred, bool) {
 // registrations file.
 type PeerAttestor struct {
 	Registrations *Registrations
+	// Node, when set, tells which node agent the attestor serves for, waiting
+	// until it is known (an agent learns its ID when it joins). Only the
+	// entries that node may serve are matched: with entries scoped to other
+	// nodes, one selector can mean different workloads on different nodes.
+	Node func(context.Context) (spiffeid.ID, error)
+
+	scoped atomic.Pointer[Registrations] // Registrations.ForNode(Node), once known
 }
 
 var _ Attestor = (*PeerAttestor)(nil)
 
 // Attest implements Attestor.
-func (a *PeerAttestor) Attest(_ context.Context, cred Credential) (Identity, error) {
+func (a *PeerAttestor) Attest(ctx context.Context, cred Credential) (Identity, error) {
 	if cred.Peer == nil {
 		return Identity{}, ErrNotApplicable
 	}
-	e, ok := a.Registrations.MatchPeer(*cred.Peer)
+	regs, err := a.registrations(ctx)
+	if err != nil {
+		return Identity{}, err
+	}
+	e, ok := regs.MatchPeer(*cred.Peer)
 	if !ok {
 		return Identity{}, fmt.Errorf("%w: uid=%d gid=%d", ErrNoRegistration, cred.Peer.UID, cred.Peer.GID)
 	}
 	return Identity{ID: e.ID, DNSNames: e.DNSNames, EdgeCertificates: e.EdgeCertificates, Attestor: AttestorUnix}, nil
+}
+
+// registrations is what callers are matched against: all of them, or the
+// node's share once Node has said which node this is.
+func (a *PeerAttestor) registrations(ctx context.Context) (*Registrations, error) {
+	if a.Node == nil || a.Registrations == nil {
+		return a.Registrations, nil
+	}
+	if r := a.scoped.Load(); r != nil {
+		return r, nil
+	}
+	node, err := a.Node(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("identity: which node this is is not known yet: %w", err)
+	}
+	r := a.Registrations.ForNode(node)
+	a.scoped.CompareAndSwap(nil, r)
+	return a.scoped.Load(), nil
 }

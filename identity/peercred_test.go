@@ -129,3 +129,41 @@ func TestPeerAttestor(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerAttestorScopedToNode: with Node set, a caller is matched against
+// the node's entries only, and attestation waits (bounded by its context)
+// until the node is known.
+func TestPeerAttestorScopedToNode(t *testing.T) {
+	r, err := ParseRegistrations([]byte(`trustDomain: example.org
+workloads:
+  - {spiffeID: spiffe://example.org/n1/app, uid: 10, nodes: [spiffe://example.org/certmesh/node/n1]}
+  - {spiffeID: spiffe://example.org/n2/app, uid: 10, nodes: [spiffe://example.org/certmesh/node/n2]}
+`), "r.yaml")
+	require.NoError(t, err)
+	known := make(chan spiffeid.ID, 1)
+	calls := 0
+	a := &PeerAttestor{Registrations: r, Node: func(ctx context.Context) (spiffeid.ID, error) {
+		calls++
+		select {
+		case id := <-known:
+			known <- id
+			return id, nil
+		case <-ctx.Done():
+			return spiffeid.ID{}, ctx.Err()
+		}
+	}}
+	caller := Credential{Peer: &PeerCred{UID: 10, GID: 10}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = a.Attest(ctx, caller)
+	require.ErrorIs(t, err, context.Canceled, "not joined yet, and the caller gave up")
+
+	known <- spiffeid.RequireFromString("spiffe://example.org/certmesh/node/n2")
+	for range 2 {
+		got, err := a.Attest(context.Background(), caller)
+		require.NoError(t, err)
+		require.Equal(t, "spiffe://example.org/n2/app", got.ID.String())
+	}
+	require.Equal(t, 2, calls, "the node is asked for until known, then remembered")
+}

@@ -17,9 +17,30 @@ type Entry struct {
 	// EdgeCertificates are edge (ACME) certificate names this workload may
 	// fetch over SDS: an ingress gateway's.
 	EdgeCertificates []string
+	// Nodes, when set, are the node agents (IDs under NodePathPrefix) that may
+	// ask for this identity on the workload's behalf, as SPIRE's parentID
+	// scopes an entry: a node that is broken into yields only the identities
+	// of its own workloads. Empty means any node agent.
+	Nodes []spiffeid.ID
 	// Line is where the entry starts in the registrations file, so that
 	// logs and errors about it point at something an operator can edit.
 	Line int
+}
+
+// NodePathPrefix marks node agents' identities (from join tokens): only they
+// may ask for the certificates of registered workloads.
+const NodePathPrefix = "/certmesh/node/"
+
+// OnNode reports whether node's agent may ask for the entry's identity: the
+// entry lists node, or lists no nodes at all.
+func (e Entry) OnNode(node spiffeid.ID) bool {
+	return len(e.Nodes) == 0 || slices.Contains(e.Nodes, node)
+}
+
+// sharesNode reports whether some node agent could serve both entries, so
+// that their selectors would compete on it.
+func (e Entry) sharesNode(o Entry) bool {
+	return len(e.Nodes) == 0 || len(o.Nodes) == 0 || slices.ContainsFunc(e.Nodes, o.OnNode)
 }
 
 // matches reports whether every selector set on the entry matches the peer.
@@ -58,6 +79,7 @@ func (e Entry) clone() Entry {
 	}
 	c.DNSNames = slices.Clone(e.DNSNames)
 	c.EdgeCertificates = slices.Clone(e.EdgeCertificates)
+	c.Nodes = slices.Clone(e.Nodes)
 	return c
 }
 
@@ -143,6 +165,20 @@ func (r *Registrations) MatchPeer(p PeerCred) (Entry, bool) {
 		return Entry{}, false
 	}
 	return r.entries[best].clone(), true
+}
+
+// ForNode is the registrations node's agent serves: the entries that list
+// node or no nodes. Selectors are unique among them (the parser refuses two
+// entries with one selector that could meet on a node).
+func (r *Registrations) ForNode(node spiffeid.ID) *Registrations {
+	out := &Registrations{td: r.td, byID: map[spiffeid.ID]int{}}
+	for _, e := range r.entries {
+		if e.OnNode(node) {
+			out.byID[e.ID] = len(out.entries)
+			out.entries = append(out.entries, e)
+		}
+	}
+	return out
 }
 
 // ByID returns the entry granting id.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -20,6 +21,7 @@ const (
 	keyGID         = "gid"
 	keyDNSNames    = "dnsNames"
 	keyEdgeCerts   = "edgeCertificates"
+	keyNodes       = "nodes"
 )
 
 // selector identifies what an entry matches on, to refuse two entries that
@@ -122,7 +124,8 @@ func (p *regParser) parseWorkloads(r *Registrations, n *yaml.Node) error {
 	if n.Kind != yaml.SequenceNode {
 		return p.errAt(n.Line, "%s must be a list", keyWorkloads)
 	}
-	selectors := map[selector]int{}
+	// Entries sharing a selector may coexist only on disjoint nodes.
+	selectors := map[selector][]int{}
 	for _, item := range n.Content {
 		e, err := p.parseEntry(item)
 		if err != nil {
@@ -132,10 +135,12 @@ func (p *regParser) parseWorkloads(r *Registrations, n *yaml.Node) error {
 			return p.errAt(e.Line, "spiffeID %q already registered at line %d", e.ID, r.entries[prev].Line)
 		}
 		sel := selectorOf(e)
-		if prevLine, dup := selectors[sel]; dup {
-			return p.errAt(e.Line, "selector %s already claimed by entry at line %d", describeSelector(sel), prevLine)
+		for _, i := range selectors[sel] {
+			if prev := r.entries[i]; prev.sharesNode(e) {
+				return p.errAt(e.Line, "selector %s already claimed by entry at line %d on a node both may run on (give each its own %s)", describeSelector(sel), prev.Line, keyNodes)
+			}
 		}
-		selectors[sel] = e.Line
+		selectors[sel] = append(selectors[sel], len(r.entries))
 		r.byID[e.ID] = len(r.entries)
 		r.entries = append(r.entries, e)
 	}
@@ -168,7 +173,7 @@ func (p *regParser) parseEntry(n *yaml.Node) (Entry, error) {
 	if n.Kind != yaml.MappingNode {
 		return Entry{}, p.errAt(n.Line, "workload entry must be a mapping")
 	}
-	f, err := p.fields(n, keySPIFFEID, keyUID, keyGID, keyDNSNames, keyEdgeCerts)
+	f, err := p.fields(n, keySPIFFEID, keyUID, keyGID, keyDNSNames, keyEdgeCerts, keyNodes)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -191,7 +196,43 @@ func (p *regParser) parseEntry(n *yaml.Node) (Entry, error) {
 	if e.EdgeCertificates, err = p.parseEdgeNames(f[keyEdgeCerts]); err != nil {
 		return Entry{}, err
 	}
+	if e.Nodes, err = p.parseNodes(f[keyNodes]); err != nil {
+		return Entry{}, err
+	}
 	return e, nil
+}
+
+// parseNodes reads the node agents an entry is scoped to: SPIFFE IDs in the
+// trust domain under NodePathPrefix, each once. An empty list is refused
+// rather than read as "any node", which leaving the field out says.
+func (p *regParser) parseNodes(n *yaml.Node) ([]spiffeid.ID, error) {
+	if n == nil {
+		return nil, nil
+	}
+	if n.Kind != yaml.SequenceNode || len(n.Content) == 0 {
+		return nil, p.errAt(n.Line, "%s must be a non-empty list of node agent SPIFFE IDs (leave it out for any node)", keyNodes)
+	}
+	nodes := make([]spiffeid.ID, 0, len(n.Content))
+	for _, item := range n.Content {
+		if item.Kind != yaml.ScalarNode {
+			return nil, p.errAt(item.Line, "node must be a SPIFFE ID string")
+		}
+		id, err := spiffeid.FromString(item.Value)
+		if err != nil {
+			return nil, p.errAt(item.Line, "malformed node %q: %w", item.Value, err)
+		}
+		if !id.MemberOf(p.td) {
+			return nil, p.errAt(item.Line, "node %q is outside trust domain %q", item.Value, p.td.Name())
+		}
+		if !strings.HasPrefix(id.Path(), NodePathPrefix) {
+			return nil, p.errAt(item.Line, "node %q is not a node agent's ID (its path must start with %s)", item.Value, NodePathPrefix)
+		}
+		if slices.Contains(nodes, id) {
+			return nil, p.errAt(item.Line, "node %q listed twice", item.Value)
+		}
+		nodes = append(nodes, id)
+	}
+	return nodes, nil
 }
 
 func (p *regParser) parseID(entry, n *yaml.Node) (spiffeid.ID, error) {

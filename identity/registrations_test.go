@@ -139,8 +139,31 @@ func TestParseRegistrationsErrors(t *testing.T) {
 			name:     "duplicate selector",
 			doc:      head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n  - spiffeID: spiffe://example.org/b\n    uid: 1\n",
 			wantLine: 5,
-			wantMsg:  "identity: registrations.yaml:5: selector uid 1 already claimed by entry at line 3",
+			wantMsg:  "identity: registrations.yaml:5: selector uid 1 already claimed by entry at line 3 on a node both may run on (give each its own nodes)",
 		},
+		{
+			name: "duplicate selector on a shared node",
+			doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: [spiffe://example.org/certmesh/node/n1, spiffe://example.org/certmesh/node/n2]\n" +
+				"  - spiffeID: spiffe://example.org/b\n    uid: 1\n    nodes: [spiffe://example.org/certmesh/node/n2]\n",
+			wantLine: 6,
+		},
+		{
+			name: "duplicate selector, one on any node",
+			doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: [spiffe://example.org/certmesh/node/n1]\n" +
+				"  - spiffeID: spiffe://example.org/b\n    uid: 1\n",
+			wantLine: 6,
+		},
+		{name: "nodes empty", doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: []\n", wantLine: 5},
+		{name: "nodes not list", doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: spiffe://example.org/certmesh/node/n1\n", wantLine: 5},
+		{name: "node malformed", doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: [n1]\n", wantLine: 5},
+		{
+			name:     "node not a node agent",
+			doc:      head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes:\n      - spiffe://example.org/ns/default/sa/web\n",
+			wantLine: 6,
+			wantMsg:  `identity: registrations.yaml:6: node "spiffe://example.org/ns/default/sa/web" is not a node agent's ID (its path must start with /certmesh/node/)`,
+		},
+		{name: "node in another trust domain", doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: [spiffe://other.org/certmesh/node/n1]\n", wantLine: 5},
+		{name: "node twice", doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: [spiffe://example.org/certmesh/node/n1, spiffe://example.org/certmesh/node/n1]\n", wantLine: 5},
 		{
 			name:     "duplicate spiffeID",
 			doc:      head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n  - spiffeID: spiffe://example.org/a\n    uid: 2\n",
@@ -162,6 +185,47 @@ func TestParseRegistrationsErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRegistrationsNodes: one file can describe every node. Entries scoped to
+// disjoint nodes may share a selector; each node's agent sees its own entries
+// and the unscoped ones.
+func TestRegistrationsNodes(t *testing.T) {
+	const doc = `trustDomain: example.org
+workloads:
+  - spiffeID: spiffe://example.org/web
+    uid: 1000
+    nodes: [spiffe://example.org/certmesh/node/n1]
+  - spiffeID: spiffe://example.org/db
+    uid: 1000
+    nodes: [spiffe://example.org/certmesh/node/n2, spiffe://example.org/certmesh/node/n3]
+  - spiffeID: spiffe://example.org/log
+    uid: 0
+`
+	r, err := ParseRegistrations([]byte(doc), "registrations.yaml")
+	require.NoError(t, err)
+	n1 := spiffeid.RequireFromString("spiffe://example.org/certmesh/node/n1")
+	n3 := spiffeid.RequireFromString("spiffe://example.org/certmesh/node/n3")
+	other := spiffeid.RequireFromString("spiffe://example.org/certmesh/node/other")
+	ids := func(r *Registrations) (out []string) {
+		for _, e := range r.Entries() {
+			out = append(out, e.ID.Path())
+		}
+		return out
+	}
+	require.Equal(t, []string{"/web", "/log"}, ids(r.ForNode(n1)))
+	require.Equal(t, []string{"/db", "/log"}, ids(r.ForNode(n3)))
+	require.Equal(t, []string{"/log"}, ids(r.ForNode(other)))
+	e, ok := r.ForNode(n3).MatchPeer(PeerCred{UID: 1000})
+	require.True(t, ok)
+	require.Equal(t, "/db", e.ID.Path(), "uid 1000 is db on n3")
+	_, ok = r.ForNode(n3).ByID(spiffeid.RequireFromString("spiffe://example.org/web"))
+	require.False(t, ok)
+	web, _ := r.ByID(spiffeid.RequireFromString("spiffe://example.org/web"))
+	require.True(t, web.OnNode(n1))
+	require.False(t, web.OnNode(n3))
+	logEntry, _ := r.ByID(spiffeid.RequireFromString("spiffe://example.org/log"))
+	require.True(t, logEntry.OnNode(other), "no nodes means any node")
 }
 
 func TestLoadRegistrations(t *testing.T) {

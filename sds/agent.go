@@ -38,6 +38,11 @@ type Config struct {
 	// on behalf of local workloads (node mode). Empty in workload mode,
 	// where the agent serves its own identity.
 	Workloads []spiffeid.ID
+	// WorkloadOn, when set, says whether a workload of Workloads may be
+	// served on the node this agent proved to be (its own SVID's ID); the
+	// others are skipped, so that one registrations file, scoped per node,
+	// can be handed to every node's agent.
+	WorkloadOn func(workload, node spiffeid.ID) bool
 	// SVIDTTL is the lifetime asked for (zero: the CA's default).
 	SVIDTTL time.Duration
 	// Edge, if set, provides ACME edge certificates to serve over SDS.
@@ -104,6 +109,8 @@ type Agent struct {
 	mu    sync.RWMutex
 	own   *x509svid.SVID
 	svids map[spiffeid.ID]*x509svid.SVID
+	// elsewhere counts the Workloads that WorkloadOn puts on other nodes.
+	elsewhere int
 
 	changeMu sync.Mutex
 	changed  chan struct{}
@@ -168,7 +175,7 @@ func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 func (a *Agent) checkReady() {
 	a.mu.RLock()
-	done := a.own != nil && len(a.svids) == len(a.cfg.Workloads)
+	done := a.own != nil && len(a.svids)+a.elsewhere == len(a.cfg.Workloads)
 	a.mu.RUnlock()
 	if done {
 		a.readyOne.Do(func() { close(a.ready) })
@@ -189,6 +196,18 @@ func (a *Agent) Changed() <-chan struct{} {
 	a.changeMu.Lock()
 	defer a.changeMu.Unlock()
 	return a.changed
+}
+
+// NodeID waits until the agent holds its own SVID and returns its ID: the
+// identity it proved with its join token, which local attestation is scoped
+// to. It fails only when ctx ends first.
+func (a *Agent) NodeID(ctx context.Context) (spiffeid.ID, error) {
+	for a.waitForOwn(ctx) {
+		if own, ok := a.validOwn(); ok {
+			return own.ID, nil
+		}
+	}
+	return spiffeid.ID{}, ctx.Err()
 }
 
 // TrustDomain is the agent's trust domain.

@@ -65,6 +65,20 @@ func (a *Agent) workloadSlot(id spiffeid.ID) slot {
 // on failure it retries with backoff, keeps serving the current SVID until
 // it expires, and drops it then.
 func (a *Agent) maintain(ctx context.Context, s slot) {
+	if !s.own && a.cfg.WorkloadOn != nil {
+		node, err := a.NodeID(ctx)
+		if err != nil {
+			return
+		}
+		if !a.cfg.WorkloadOn(s.id, node) {
+			a.cfg.Logger.Info("workload registered for other nodes; not kept here", attrID, s.id.String(), "node", node.String())
+			a.mu.Lock()
+			a.elsewhere++
+			a.mu.Unlock()
+			a.checkReady()
+			return
+		}
+	}
 	attempt := 0
 	for {
 		if !s.own && !a.waitForOwn(ctx) {

@@ -34,6 +34,7 @@ var (
 	errForeignTrustDomain  = errors.New("service: foreign trust domain")
 	errImpersonationDenied = errors.New("service: caller may not request another identity")
 	errBadImpersonation    = errors.New("service: ImpersonatedIdentity is not a SPIFFE ID")
+	errOtherNode           = errors.New("service: the registration is scoped to other node agents")
 )
 
 // refusal maps an error to the gRPC code and the stable reason label used in
@@ -64,6 +65,7 @@ var refusals = []refusal{
 	{identity.ErrNoRegistration, codes.PermissionDenied, "no_registration"},
 	{errImpersonationDenied, codes.PermissionDenied, "impersonation_denied"},
 	{errBadImpersonation, codes.InvalidArgument, "bad_impersonation"},
+	{errOtherNode, codes.PermissionDenied, "impersonation_other_node"},
 	{ca.ErrCSRIdentity, codes.PermissionDenied, "csr_identity"},
 	{ca.ErrCSRDNSNotAllowed, codes.PermissionDenied, "csr_dns"},
 	{ca.ErrCSRNotPEM, codes.InvalidArgument, "csr_not_pem"},

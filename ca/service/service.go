@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -29,7 +30,7 @@ const ImpersonatedIdentityKey = "ImpersonatedIdentity"
 
 // NodePathPrefix marks node identities (from join tokens): only they may ask
 // for the certificates of the workloads registered with the server.
-const NodePathPrefix = "/certmesh/node/"
+const NodePathPrefix = identity.NodePathPrefix
 
 // Signer is the part of the CA the service needs.
 type Signer interface {
@@ -178,8 +179,9 @@ func (s *Service) grantFor(caller identity.Identity, req *pb.IstioCertificateReq
 	return s.grant(caller, impersonated(req))
 }
 
-// grant applies the impersonation rule: only node identities, and only for
-// identities registered with the server.
+// grant applies the impersonation rule: only node identities, only for
+// identities registered with the server, and only on the nodes a registration
+// lists (when it lists any).
 func (s *Service) grant(caller identity.Identity, target string) (ca.CSRGrant, error) {
 	if target == "" {
 		return ca.CSRGrant{ID: caller.ID, AllowedDNS: caller.DNSNames}, nil
@@ -197,6 +199,9 @@ func (s *Service) grant(caller identity.Identity, target string) (ca.CSRGrant, e
 	e, ok := s.cfg.Registry.ByID(id)
 	if !ok {
 		return ca.CSRGrant{}, errImpersonationDenied
+	}
+	if !e.OnNode(caller.ID) {
+		return ca.CSRGrant{}, fmt.Errorf("%w: %s asked for %s (registrations line %d)", errOtherNode, caller.ID, id, e.Line)
 	}
 	return ca.CSRGrant{ID: id, AllowedDNS: e.DNSNames}, nil
 }

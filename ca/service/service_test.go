@@ -44,6 +44,9 @@ workloads:
   - spiffeID: spiffe://example.org/ns/default/sa/web
     uid: 1000
     dnsNames: [web.default.svc]
+  - spiffeID: spiffe://example.org/ns/batch/sa/job
+    uid: 2000
+    nodes: [spiffe://example.org/certmesh/node/n2]
 `
 
 type fixture struct {
@@ -198,6 +201,7 @@ func TestRefusals(t *testing.T) {
 		{name: "negative TTL", ctx: bearer(newToken("spiffe://example.org/vm/a")), req: &pb.IstioCertificateRequest{Csr: good, ValidityDuration: -5}, code: codes.InvalidArgument, reason: "bad_ttl"},
 		{name: "workload impersonating", ctx: context.Background(), svid: workload, req: &pb.IstioCertificateRequest{Csr: good, Metadata: impersonate("spiffe://example.org/ns/default/sa/web")}, code: codes.PermissionDenied, reason: "impersonation_denied"},
 		{name: "node impersonating unregistered", ctx: context.Background(), svid: node, req: &pb.IstioCertificateRequest{Csr: good, Metadata: impersonate("spiffe://example.org/ns/default/sa/db")}, code: codes.PermissionDenied, reason: "impersonation_denied"},
+		{name: "node impersonating another node's workload", ctx: context.Background(), svid: node, req: &pb.IstioCertificateRequest{Csr: good, Metadata: impersonate("spiffe://example.org/ns/batch/sa/job")}, code: codes.PermissionDenied, reason: "impersonation_other_node"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -225,6 +229,29 @@ func TestNodeAgentGetsRegisteredWorkloadWithDNS(t *testing.T) {
 	leaf := parseChain(t, resp.CertChain)[0]
 	require.Equal(t, "spiffe://example.org/ns/default/sa/web", leaf.URIs[0].String())
 	require.Equal(t, []string{"web.default.svc"}, leaf.DNSNames)
+}
+
+// TestNodeScopedRegistration: a registration that lists nodes is granted to
+// those node agents only, over both the CA's API and the agent API's JWT path.
+func TestNodeScopedRegistration(t *testing.T) {
+	f := newFixture(t)
+	n2 := f.ca.SVID(t, "spiffe://example.org/certmesh/node/n2", time.Hour)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	md, err := structpb.NewStruct(map[string]any{service.ImpersonatedIdentityKey: "spiffe://example.org/ns/batch/sa/job"})
+	require.NoError(t, err)
+	resp, err := f.dial(t, n2).CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: csrPEM(t, key, ""), Metadata: md})
+	require.NoError(t, err)
+	require.Equal(t, "spiffe://example.org/ns/batch/sa/job", parseChain(t, resp.CertChain)[0].URIs[0].String())
+	resp, err = f.dial(t, n2).CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: csrPEM(t, key, ""),
+		Metadata: mustStruct(t, service.ImpersonatedIdentityKey, "spiffe://example.org/ns/default/sa/web")})
+	require.NoError(t, err, "an entry without nodes is any node's")
+	require.Equal(t, "spiffe://example.org/ns/default/sa/web", parseChain(t, resp.CertChain)[0].URIs[0].String())
+}
+
+func mustStruct(t *testing.T, k, v string) *structpb.Struct {
+	s, err := structpb.NewStruct(map[string]any{k: v})
+	require.NoError(t, err)
+	return s
 }
 
 func TestOversizedMessageRefused(t *testing.T) {

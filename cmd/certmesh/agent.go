@@ -69,21 +69,27 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("--trust-bundle %s: %w", *bundlePath, err)
 	}
 	var workloads []spiffeid.ID
-	var attestor identity.Attestor = identity.Chain(nil)
+	var regs *identity.Registrations
 	if *regsPath != "" {
-		regs, err := identity.LoadRegistrations(*regsPath)
-		if err != nil {
+		if regs, err = identity.LoadRegistrations(*regsPath); err != nil {
 			return err
 		}
 		for _, e := range regs.Entries() {
 			workloads = append(workloads, e.ID)
 		}
-		attestor = &identity.PeerAttestor{Registrations: regs}
 	}
 	reg := newRegistry()
 	agentCfg := sds.Config{
 		TrustDomain: td, ServerAddr: *serverAddr, TrustBundle: roots, Credential: cred,
 		Workloads: workloads, SVIDTTL: *svidTTL, Logger: log, Registerer: reg,
+	}
+	if regs != nil {
+		// The file may list every node's workloads (entries with nodes:);
+		// this agent serves those of the node its join token made it.
+		agentCfg.WorkloadOn = func(w, node spiffeid.ID) bool {
+			e, ok := regs.ByID(w)
+			return ok && e.OnNode(node)
+		}
 	}
 	var edgeNames []string
 	if edgeWatcher != nil {
@@ -92,6 +98,10 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	agent, err := sds.New(agentCfg)
 	if err != nil {
 		return err
+	}
+	var attestor identity.Attestor = identity.Chain(nil)
+	if regs != nil {
+		attestor = &identity.PeerAttestor{Registrations: regs, Node: agent.NodeID}
 	}
 	if workloadMode {
 		attestor = podAttestor(agent, edgeNames)

@@ -62,10 +62,11 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	var workloads []spiffeid.ID
 	var attestor identity.Attestor = identity.Chain(nil)
 	if cfg.Registrations != nil {
-		for _, e := range cfg.Registrations.Entries() {
+		local := cfg.Registrations.ForNode(nodeID) // entries scoped to other nodes are not this machine's
+		for _, e := range local.Entries() {
 			workloads = append(workloads, e.ID)
 		}
-		attestor = &identity.PeerAttestor{Registrations: cfg.Registrations}
+		attestor = &identity.PeerAttestor{Registrations: local}
 	}
 	agentCfg := sds.Config{
 		TrustDomain: cfg.TrustDomain, ServerAddr: srv.Addr(), TrustBundle: srv.CA.Roots(),
