@@ -35,8 +35,9 @@ type Config struct {
 	// use the agent's own SVID over mTLS.
 	Credential Credential
 	// Workloads are the registered identities this agent keeps SVIDs for
-	// on behalf of local workloads (node mode). Empty in workload mode,
-	// where the agent serves its own identity.
+	// on behalf of local workloads (node mode), at start; SetWorkloads
+	// changes them while it runs. Empty in workload mode, where the agent
+	// serves its own identity.
 	Workloads []spiffeid.ID
 	// WorkloadOn, when set, says whether a workload of Workloads may be
 	// served on the node this agent proved to be (its own SVID's ID); the
@@ -109,8 +110,11 @@ type Agent struct {
 	mu    sync.RWMutex
 	own   *x509svid.SVID
 	svids map[spiffeid.ID]*x509svid.SVID
-	// elsewhere counts the Workloads that WorkloadOn puts on other nodes.
-	elsewhere int
+	// wanted are the workloads to keep SVIDs for (Workloads, then
+	// SetWorkloads); true marks one WorkloadOn puts on other nodes.
+	wanted map[spiffeid.ID]bool
+
+	slots workloadSlots // the goroutines keeping wanted's SVIDs
 
 	changeMu sync.Mutex
 	changed  chan struct{}
@@ -142,8 +146,12 @@ func New(cfg Config) (*Agent, error) {
 	if _, err := io.ReadFull(cfg.Rand, inst); err != nil {
 		return nil, fmt.Errorf("sds: instance id: %w", err)
 	}
-	a := &Agent{cfg: cfg, svids: map[spiffeid.ID]*x509svid.SVID{}, changed: make(chan struct{}), ready: make(chan struct{}),
+	a := &Agent{cfg: cfg, svids: map[spiffeid.ID]*x509svid.SVID{}, wanted: map[spiffeid.ID]bool{},
+		changed: make(chan struct{}), ready: make(chan struct{}),
 		metrics: newMetrics(cfg.Registerer), acks: newWatcherAcks(), instance: hex.EncodeToString(inst)}
+	for _, id := range cfg.Workloads {
+		a.wanted[id] = false
+	}
 	a.bundle.Store(x509bundle.FromX509Authorities(cfg.TrustDomain, cfg.TrustBundle))
 	a.jwtBundle.Store(jwtbundle.New(cfg.TrustDomain))
 	client, err := newCAClient(cfg.ServerAddr, cfg.TrustDomain, bundleSource{a})
@@ -161,13 +169,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { a.watchBundles(ctx); return nil })
 	g.Go(func() error { a.reportAcks(ctx); return nil })
 	g.Go(func() error { a.maintain(ctx, a.ownSlot()); return nil })
-	for _, id := range a.cfg.Workloads {
-		g.Go(func() error { a.maintain(ctx, a.workloadSlot(id)); return nil })
-	}
+	a.startSlots(ctx)
 	if a.cfg.Edge != nil {
 		g.Go(func() error { a.forwardEdge(ctx); return nil })
 	}
-	return g.Wait()
+	err := g.Wait()
+	a.slots.wait()
+	return err
 }
 
 // Ready is closed once the agent holds its own SVID and every workload's.
@@ -175,7 +183,12 @@ func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 func (a *Agent) checkReady() {
 	a.mu.RLock()
-	done := a.own != nil && len(a.svids)+a.elsewhere == len(a.cfg.Workloads)
+	done := a.own != nil
+	for id, elsewhere := range a.wanted {
+		if _, ok := a.svids[id]; !ok && !elsewhere {
+			done = false
+		}
+	}
 	a.mu.RUnlock()
 	if done {
 		a.readyOne.Do(func() { close(a.ready) })

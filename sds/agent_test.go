@@ -79,12 +79,18 @@ type agentRun struct {
 
 func startAgent(t *testing.T, c *caServer, workloads ...spiffeid.ID) *agentRun {
 	t.Helper()
+	return startAgentWith(t, c, nil, workloads...)
+}
+
+// startAgentWith starts an agent whose Config.WorkloadOn is on.
+func startAgentWith(t *testing.T, c *caServer, on func(workload, node spiffeid.ID) bool, workloads ...spiffeid.ID) *agentRun {
+	t.Helper()
 	token, _, err := c.Tokens.Create(nodeID, time.Minute)
 	require.NoError(t, err)
 	clk := clocktesting.NewFakeClock(time.Now())
 	a, err := sds.New(sds.Config{
 		TrustDomain: td, ServerAddr: c.addr, TrustBundle: c.CA.Roots(),
-		Credential: sds.NewJoinToken(token), Workloads: workloads, Clock: clk,
+		Credential: sds.NewJoinToken(token), Workloads: workloads, WorkloadOn: on, Clock: clk,
 		Jitter: func() float64 { return 0.5 }, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	require.NoError(t, err)

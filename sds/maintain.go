@@ -51,8 +51,8 @@ func (a *Agent) workloadSlot(id spiffeid.ID) slot {
 		},
 		store: func(s *x509svid.SVID) {
 			a.mu.Lock()
-			if s == nil {
-				delete(a.svids, id)
+			if _, wanted := a.wanted[id]; s == nil || !wanted {
+				delete(a.svids, id) // a workload dropped by SetWorkloads stays dropped
 			} else {
 				a.svids[id] = s
 			}
@@ -73,7 +73,9 @@ func (a *Agent) maintain(ctx context.Context, s slot) {
 		if !a.cfg.WorkloadOn(s.id, node) {
 			a.cfg.Logger.Info("workload registered for other nodes; not kept here", attrID, s.id.String(), "node", node.String())
 			a.mu.Lock()
-			a.elsewhere++
+			if _, wanted := a.wanted[s.id]; wanted {
+				a.wanted[s.id] = true
+			}
 			a.mu.Unlock()
 			a.checkReady()
 			return
