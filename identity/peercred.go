@@ -114,13 +114,21 @@ func PeerCredFromContext(ctx context.Context) (PeerCred, bool) {
 // registrations file.
 type PeerAttestor struct {
 	Registrations *Registrations
+	// File, when set instead of Registrations, is read at every attestation,
+	// so a reloaded file applies from the next caller on.
+	File *RegistrationsFile
 	// Node, when set, tells which node agent the attestor serves for, waiting
 	// until it is known (an agent learns its ID when it joins). Only the
 	// entries that node may serve are matched: with entries scoped to other
 	// nodes, one selector can mean different workloads on different nodes.
 	Node func(context.Context) (spiffeid.ID, error)
 
-	scoped atomic.Pointer[Registrations] // Registrations.ForNode(Node), once known
+	scoped atomic.Pointer[scopedRegistrations] // the node's share, once Node is known
+}
+
+// scopedRegistrations is from.ForNode(the node), kept while from is in force.
+type scopedRegistrations struct {
+	from, node *Registrations
 }
 
 var _ Attestor = (*PeerAttestor)(nil)
@@ -144,17 +152,21 @@ func (a *PeerAttestor) Attest(ctx context.Context, cred Credential) (Identity, e
 // registrations is what callers are matched against: all of them, or the
 // node's share once Node has said which node this is.
 func (a *PeerAttestor) registrations(ctx context.Context) (*Registrations, error) {
-	if a.Node == nil || a.Registrations == nil {
-		return a.Registrations, nil
+	all := a.Registrations
+	if a.File != nil {
+		all = a.File.Current()
 	}
-	if r := a.scoped.Load(); r != nil {
-		return r, nil
+	if a.Node == nil || all == nil {
+		return all, nil
+	}
+	if s := a.scoped.Load(); s != nil && s.from == all {
+		return s.node, nil
 	}
 	node, err := a.Node(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("identity: which node this is is not known yet: %w", err)
 	}
-	r := a.Registrations.ForNode(node)
-	a.scoped.CompareAndSwap(nil, r)
-	return a.scoped.Load(), nil
+	s := &scopedRegistrations{from: all, node: all.ForNode(node)}
+	a.scoped.Store(s)
+	return s.node, nil
 }

@@ -36,8 +36,9 @@ type Config struct {
 	Dir         string
 	TrustDomain spiffeid.TrustDomain
 	// Registrations, if set, gives registered identities their DNS names
-	// and lets node agents request them.
-	Registrations *identity.Registrations
+	// and lets node agents request them: an *identity.Registrations, or an
+	// *identity.RegistrationsFile, whose reloads apply to the next request.
+	Registrations service.Registry
 	Listen        string
 	CA            ca.Config // Dir, TrustDomain, Clock and Logger are filled in
 	// Attestors are tried for bearer tokens after join tokens (Kubernetes
@@ -137,10 +138,7 @@ func New(cfg Config) (_ *Server, err error) {
 }
 
 func (s *Server) buildGRPC() error {
-	var registry service.Registry
-	if s.cfg.Registrations != nil {
-		registry = s.cfg.Registrations
-	}
+	registry := s.cfg.Registrations
 	attestors := append(identity.Chain{s.Tokens}, s.cfg.Attestors...)
 	svc, err := service.New(service.Config{
 		CA: s.CA, Attestor: attestors, Registry: registry, Logger: s.cfg.Logger,

@@ -40,7 +40,7 @@ type Signer interface {
 }
 
 // Registry tells which registered identities exist and their DNS names.
-// *identity.Registrations satisfies it.
+// *identity.Registrations and *identity.RegistrationsFile satisfy it.
 type Registry interface {
 	ByID(spiffeid.ID) (identity.Entry, bool)
 }
@@ -48,6 +48,7 @@ type Registry interface {
 var (
 	_ Signer   = (*ca.CA)(nil)
 	_ Registry = (*identity.Registrations)(nil)
+	_ Registry = (*identity.RegistrationsFile)(nil)
 )
 
 // Config configures the service. CA is required; Attestor checks bearer

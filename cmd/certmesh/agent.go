@@ -69,14 +69,15 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("--trust-bundle %s: %w", *bundlePath, err)
 	}
 	var workloads []spiffeid.ID
-	var regs *identity.Registrations
+	var regs *identity.RegistrationsFile
 	if *regsPath != "" {
-		if regs, err = identity.LoadRegistrations(*regsPath); err != nil {
+		if regs, err = identity.OpenRegistrations(*regsPath); err != nil {
 			return err
 		}
-		for _, e := range regs.Entries() {
-			workloads = append(workloads, e.ID)
+		if regs.TrustDomain() != td {
+			return fmt.Errorf("%s: trustDomain %q differs from --trust-domain %q", *regsPath, regs.TrustDomain().Name(), td.Name())
 		}
+		workloads = workloadIDs(regs.Current())
 	}
 	reg := newRegistry()
 	agentCfg := sds.Config{
@@ -101,13 +102,19 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	}
 	var attestor identity.Attestor = identity.Chain(nil)
 	if regs != nil {
-		attestor = &identity.PeerAttestor{Registrations: regs, Node: agent.NodeID}
+		attestor = &identity.PeerAttestor{File: regs, Node: agent.NodeID}
+		registerRegistrationsMetrics(reg, regs)
 	}
 	if workloadMode {
 		attestor = podAttestor(agent, edgeNames)
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return agent.Run(ctx) })
+	if regs != nil {
+		g.Go(func() error {
+			return followRegistrations(ctx, regs, log, func(r *identity.Registrations) { agent.SetWorkloads(workloadIDs(r)) })
+		})
+	}
 	if edgeWatcher != nil {
 		g.Go(func() error { return edgeWatcher.Run(ctx) })
 	}

@@ -61,12 +61,11 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	}
 	var workloads []spiffeid.ID
 	var attestor identity.Attestor = identity.Chain(nil)
-	if cfg.Registrations != nil {
-		local := cfg.Registrations.ForNode(nodeID) // entries scoped to other nodes are not this machine's
-		for _, e := range local.Entries() {
-			workloads = append(workloads, e.ID)
-		}
-		attestor = &identity.PeerAttestor{Registrations: local}
+	if sf.regs != nil {
+		// Entries scoped to other nodes are not this machine's.
+		workloads = workloadIDs(sf.regs.Current().ForNode(nodeID))
+		attestor = &identity.PeerAttestor{File: sf.regs, Node: func(context.Context) (spiffeid.ID, error) { return nodeID, nil }}
+		registerRegistrationsMetrics(reg, sf.regs)
 	}
 	agentCfg := sds.Config{
 		TrustDomain: cfg.TrustDomain, ServerAddr: srv.Addr(), TrustBundle: srv.CA.Roots(),
@@ -88,6 +87,13 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(ctx) })
 	g.Go(func() error { return agent.Run(ctx) })
+	if sf.regs != nil {
+		g.Go(func() error {
+			return followRegistrations(ctx, sf.regs, log, func(r *identity.Registrations) {
+				agent.SetWorkloads(workloadIDs(r.ForNode(nodeID)))
+			})
+		})
+	}
 	if edgeMgr != nil {
 		g.Go(func() error { return edgeMgr.Run(ctx) })
 	}

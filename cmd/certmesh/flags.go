@@ -57,6 +57,7 @@ type serverFlags struct {
 	dir           string
 	trustDomain   string
 	registrations string
+	regs          *identity.RegistrationsFile // opened by config, followed while running
 	listen        string
 	keyType       string
 	svidTTL       time.Duration
@@ -103,14 +104,14 @@ func (s *serverFlags) config() (server.Config, error) {
 		CA: ca.Config{KeyType: kt, DefaultTTL: s.svidTTL, MaxTTL: s.maxTTL, RotationOverlap: s.overlap},
 	}
 	if s.registrations != "" {
-		regs, err := identity.LoadRegistrations(s.registrations)
+		regs, err := identity.OpenRegistrations(s.registrations)
 		if err != nil {
 			return server.Config{}, err
 		}
 		if regs.TrustDomain() != td {
 			return server.Config{}, fmt.Errorf("%s: trustDomain %q differs from --trust-domain %q", s.registrations, regs.TrustDomain().Name(), td.Name())
 		}
-		cfg.Registrations = regs
+		cfg.Registrations, s.regs = regs, regs
 	}
 	return cfg, nil
 }

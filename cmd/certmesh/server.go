@@ -89,6 +89,10 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	if kf.attestor != nil {
 		g.Go(func() error { return kf.attestor.Run(ctx) })
 	}
+	if sf.regs != nil {
+		registerRegistrationsMetrics(reg, sf.regs)
+		g.Go(func() error { return followRegistrations(ctx, sf.regs, log, nil) })
+	}
 	if edgeMgr != nil {
 		g.Go(func() error { return edgeMgr.Run(ctx) })
 	}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/certmesh/certmesh/identity"
+)
+
+// registrationsPoll is how often a running server, agent or dev checks its
+// registrations file for changes; SIGHUP reloads at once.
+const registrationsPoll = 2 * time.Second
+
+// followRegistrations keeps f current until ctx ends: it watches the file,
+// reloads on SIGHUP, and calls onChange (when set) with each new version in
+// force. A broken version is logged and changes nothing.
+func followRegistrations(ctx context.Context, f *identity.RegistrationsFile, log *slog.Logger, onChange func(*identity.Registrations)) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watched := make(chan struct{})
+	go func() { defer close(watched); f.Watch(ctx, registrationsPoll, log) }()
+	defer func() { cancel(); <-watched }()
+	// changed is taken anew only after a change is handled, and before the
+	// version is read: a reload in between is then seen on the next turn.
+	changed := f.Changed()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			f.LogReload(log)
+		case <-changed:
+			changed = f.Changed()
+			if onChange != nil {
+				onChange(f.Current())
+			}
+		}
+	}
+}
+
+// registerRegistrationsMetrics exports whether the file on disk is the one in
+// force, so that an edit that does not parse can page someone instead of
+// waiting for the next restart to fail.
+func registerRegistrationsMetrics(reg prometheus.Registerer, f *identity.RegistrationsFile) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "certmesh_registrations_file_in_force",
+			Help: "1 when the registrations file on disk is the version in force, 0 while its last edit is refused (see the log for file and line).",
+		}, func() float64 {
+			if f.Err() != nil {
+				return 0
+			}
+			return 1
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "certmesh_registrations_entries",
+			Help: "Workload entries in the registrations in force.",
+		}, func() float64 { return float64(len(f.Current().Entries())) }),
+	)
+}
+
+// workloadIDs are the identities of regs' entries.
+func workloadIDs(regs *identity.Registrations) []spiffeid.ID {
+	var ids []spiffeid.ID
+	for _, e := range regs.Entries() {
+		ids = append(ids, e.ID)
+	}
+	return ids
+}
