@@ -97,8 +97,15 @@ func waitFor(t testing.TB, m *Manager, timeout time.Duration, ok func() bool) {
 
 // servedBound is how long waitServed waits for a certificate: past lego's own
 // 30 s wait for an order's certificate, because against Pebble about one order
-// in a couple of thousand stalls there (seen in BenchmarkHundredAtOnce) and the
-// Manager then retries with a new order.
+// in a couple of thousand stalls there and the Manager then retries with a new
+// order. The stall is a Pebble v2.10.1 deadlock (pebble issue 554): the order
+// poll handler read-locks the order twice (wfe.go:2069, then 1864 via
+// orderForDisplay) and the asynchronous finalizer's order.Lock (ca.go:474) can
+// slip in between, so that poll never answers; lego polls at once after
+// finalize, which makes the overlap possible. The poll fails only at the
+// transport's ResponseHeaderTimeout (30 s here). Keep that timeout no shorter
+// than lego's wait: a second poll of the wedged order blocks inside Pebble's
+// store lock and freezes the whole CA, where a new order still succeeds.
 const servedBound = 60 * time.Second
 
 // waitServed waits until name is served and returns it.
