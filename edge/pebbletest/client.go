@@ -21,7 +21,20 @@ import (
 // sends none), so without it every issuance costs seconds.
 const challengePause = 30 * time.Millisecond
 
-// HTTPClient trusts pebble's listener and applies the challenge pause.
+// finalizePause keeps lego's first order poll away from pebble's asynchronous
+// finalizer. Pebble v2.10.1's order handler takes the order's read lock twice
+// (wfe.go:2069, then 1864 via orderForDisplay); when the finalizer asks for the
+// write lock in between (ca.go:474), both wait forever (letsencrypt/pebble#554):
+// the certificate is issued but never attached, and lego's poll hangs until the
+// response-header timeout. lego polls right after finalize, ignoring
+// Retry-After, so about one order in two thousand met it; with the pause the
+// finalizer has almost always finished first. It narrows the window, it cannot
+// close it: the edge Manager's retry (a new order) still covers the rest.
+const finalizePause = 50 * time.Millisecond
+
+// HTTPClient trusts pebble's listener and applies the challenge and finalize
+// pauses. Its response-header timeout must stay at least lego's certificate wait
+// (30 s): a second poll of an order wedged by pebble#554 freezes all of pebble.
 func (p *Pebble) HTTPClient() *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(p.TLSRoot)
@@ -39,8 +52,18 @@ type pauseTransport struct{ next http.RoundTripper }
 
 func (t pauseTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
-	if err != nil || req.Method != http.MethodPost || !strings.Contains(req.URL.Path, "/chalZ/") {
+	if err != nil || req.Method != http.MethodPost {
 		return resp, err
+	}
+	if strings.Contains(req.URL.Path, "/finalize-order/") {
+		select {
+		case <-time.After(finalizePause):
+		case <-req.Context().Done():
+		}
+		return resp, nil
+	}
+	if !strings.Contains(req.URL.Path, "/chalZ/") {
+		return resp, nil
 	}
 	if resp.Header.Get("Retry-After") == "" {
 		resp.Header.Set("Retry-After", "1")
