@@ -221,37 +221,37 @@ func TestRefusals(t *testing.T) {
 func TestNodeAgentGetsRegisteredWorkloadWithDNS(t *testing.T) {
 	f := newFixture(t)
 	node := f.ca.SVID(t, "spiffe://example.org/certmesh/node/n1", time.Hour)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	md, err := structpb.NewStruct(map[string]any{service.ImpersonatedIdentityKey: "spiffe://example.org/ns/default/sa/web"})
+	leaf, err := f.signFor(t, node, "spiffe://example.org/ns/default/sa/web")
 	require.NoError(t, err)
-	resp, err := f.dial(t, node).CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: csrPEM(t, key, ""), Metadata: md})
-	require.NoError(t, err)
-	leaf := parseChain(t, resp.CertChain)[0]
 	require.Equal(t, "spiffe://example.org/ns/default/sa/web", leaf.URIs[0].String())
 	require.Equal(t, []string{"web.default.svc"}, leaf.DNSNames)
 }
 
 // TestNodeScopedRegistration: a registration that lists nodes is granted to
-// those node agents only, over both the CA's API and the agent API's JWT path.
+// those node agents only (TestRefusals has another node's refusal); one
+// that lists none is any node's.
 func TestNodeScopedRegistration(t *testing.T) {
 	f := newFixture(t)
 	n2 := f.ca.SVID(t, "spiffe://example.org/certmesh/node/n2", time.Hour)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	md, err := structpb.NewStruct(map[string]any{service.ImpersonatedIdentityKey: "spiffe://example.org/ns/batch/sa/job"})
-	require.NoError(t, err)
-	resp, err := f.dial(t, n2).CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: csrPEM(t, key, ""), Metadata: md})
-	require.NoError(t, err)
-	require.Equal(t, "spiffe://example.org/ns/batch/sa/job", parseChain(t, resp.CertChain)[0].URIs[0].String())
-	resp, err = f.dial(t, n2).CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: csrPEM(t, key, ""),
-		Metadata: mustStruct(t, service.ImpersonatedIdentityKey, "spiffe://example.org/ns/default/sa/web")})
-	require.NoError(t, err, "an entry without nodes is any node's")
-	require.Equal(t, "spiffe://example.org/ns/default/sa/web", parseChain(t, resp.CertChain)[0].URIs[0].String())
+	for _, id := range []string{"spiffe://example.org/ns/batch/sa/job", "spiffe://example.org/ns/default/sa/web"} {
+		leaf, err := f.signFor(t, n2, id)
+		require.NoError(t, err, id)
+		require.Equal(t, id, leaf.URIs[0].String())
+	}
 }
 
-func mustStruct(t *testing.T, k, v string) *structpb.Struct {
-	s, err := structpb.NewStruct(map[string]any{k: v})
+// signFor asks, as the node agent node, for id's certificate
+// (ImpersonatedIdentity) and returns the leaf.
+func (f *fixture) signFor(t *testing.T, node *x509svid.SVID, id string) (*x509.Certificate, error) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	md, err := structpb.NewStruct(map[string]any{service.ImpersonatedIdentityKey: id})
 	require.NoError(t, err)
-	return s
+	resp, err := f.dial(t, node).CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: csrPEM(t, key, ""), Metadata: md})
+	if err != nil {
+		return nil, err
+	}
+	return parseChain(t, resp.CertChain)[0], nil
 }
 
 func TestOversizedMessageRefused(t *testing.T) {
