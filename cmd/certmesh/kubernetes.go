@@ -36,9 +36,10 @@ type kubeFlags struct {
 	noBundles         bool
 	envoyBootstrap    string
 	watchServices     bool
+	watchPods         bool
 
 	rest     *rest.Config    // set by apply: clients for other APIs (the Gateway API) share it
-	attestor *k8sid.Attestor // set by apply: its Run keeps the Service cache
+	attestor *k8sid.Attestor // set by apply: its Run keeps the Service and Pod caches
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet) {
@@ -54,6 +55,7 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.clusterDomain, "cluster-domain", k8sid.DefaultClusterDomain, "cluster DNS domain for Service names in SVIDs")
 	fs.BoolVar(&k.noBundles, "no-bundle-publication", false, "do not publish the trust bundle as ConfigMaps/ClusterTrustBundle")
 	fs.BoolVar(&k.watchServices, "watch-services", true, "keep Service selectors in a watch cache (one watch per replica) instead of listing a namespace's Services for every uncached token review")
+	fs.BoolVar(&k.watchPods, "watch-pods", true, "keep every pod's name, UID and labels in a watch cache (about 1 KB per pod) instead of getting the token's pod for every uncached token review; needs pods list/watch")
 	fs.StringVar(&k.envoyBootstrap, "envoy-bootstrap", "", "sidecar Envoy bootstrap (deploy/envoy/sidecar.yaml) to publish in every namespace beside the bundle, for injected pods")
 }
 
@@ -115,7 +117,7 @@ func (k *kubeFlags) apply(cfg *server.Config, log *slog.Logger) error {
 	att, err := k8sid.New(k8sid.Config{
 		Client: client, TrustDomain: cfg.TrustDomain, Audience: k.audience, ClusterDomain: k.clusterDomain,
 		Policy:        k8sid.Policy{ExcludedNamespaces: splitList(k.excludeNamespaces), ExcludedServiceAccounts: splitList(k.excludeSAs)},
-		WatchServices: k.watchServices, Clock: cfg.Clock, Logger: log,
+		WatchServices: k.watchServices, WatchPods: k.watchPods, Clock: cfg.Clock, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -78,8 +78,14 @@ type Config struct {
 	// review that needs DNS names costs no Services LIST (one watch per replica
 	// instead of one LIST of the namespace per uncached review).
 	WatchServices bool
-	Clock         clock.PassiveClock
-	Logger        *slog.Logger
+	// WatchPods makes Run keep every pod's name, UID and labels in an informer
+	// (about 1 KB per pod of the cluster, per replica), so an uncached
+	// review costs the TokenReview alone instead of also a GET of the token's
+	// pod. A pod the cache does not hold with the token's UID is still read from
+	// the apiserver, so the cache never refuses a token.
+	WatchPods bool
+	Clock     clock.PassiveClock
+	Logger    *slog.Logger
 }
 
 // Policy excludes ServiceAccounts from getting identities at all.
@@ -100,6 +106,7 @@ type Attestor struct {
 	cfg      Config
 	cache    *reviewCache
 	services serviceSelectors // set by Run once the Service informer has synced
+	pods     podCache         // set by Run once the Pod informer has synced
 }
 
 var _ identity.Attestor = (*Attestor)(nil)

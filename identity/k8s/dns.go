@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -24,14 +25,9 @@ func (a *Attestor) podDNSNames(ctx context.Context, ns, podName, podUID string) 
 	if podName == "" {
 		return nil, nil
 	}
-	pod, err := a.cfg.Client.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil, fmt.Errorf("%w: %s/%s", ErrPodGone, ns, podName)
-	case err != nil:
-		return nil, fmt.Errorf("%w: get pod: %v", ErrReviewUnavailable, err)
-	case podUID != "" && string(pod.UID) != podUID:
-		return nil, fmt.Errorf("%w: %s/%s was recreated", ErrPodGone, ns, podName)
+	pod, err := a.tokenPod(ctx, ns, podName, podUID)
+	if err != nil {
+		return nil, err
 	}
 	svcs, err := a.servicesIn(ctx, ns)
 	if err != nil {
@@ -47,6 +43,25 @@ func (a *Attestor) podDNSNames(ctx context.Context, ns, podName, podUID string) 
 	}
 	slices.Sort(names)
 	return names, nil
+}
+
+// tokenPod is the token's pod: from the watch cache when it holds the pod with
+// the token's UID (Config.WatchPods), else from the apiserver, which tells a
+// deleted or recreated pod (ErrPodGone) from one the watch has not delivered yet.
+func (a *Attestor) tokenPod(ctx context.Context, ns, podName, podUID string) (*corev1.Pod, error) {
+	if pod, ok := a.cachedPod(ns, podName, podUID); ok {
+		return pod, nil
+	}
+	pod, err := a.cfg.Client.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("%w: %s/%s", ErrPodGone, ns, podName)
+	case err != nil:
+		return nil, fmt.Errorf("%w: get pod: %v", ErrReviewUnavailable, err)
+	case podUID != "" && string(pod.UID) != podUID:
+		return nil, fmt.Errorf("%w: %s/%s was recreated", ErrPodGone, ns, podName)
+	}
+	return pod, nil
 }
 
 // servicesIn reads the Services of ns from the informer when Run keeps one, else
@@ -88,30 +103,54 @@ func (s *serviceSelectors) set(l corelisters.ServiceLister) {
 // (Config.WatchServices, once Run's informer has synced).
 func (a *Attestor) ServicesCached() bool { return a.services.get() != nil }
 
-// serviceResync is the informer's resync period; the watch keeps it current.
+// serviceResync is the informers' resync period; the watches keep them current.
 const serviceResync = 10 * time.Minute
 
-// Run keeps the Service informer (Config.WatchServices) until ctx ends; without
-// it, Run returns at once. Until the informer has synced, reviews LIST as before.
-// Only the name, namespace and selector of each Service are kept.
+// Run keeps the Service informer (Config.WatchServices) and the Pod informer
+// (Config.WatchPods) until ctx ends; with neither, Run returns at once. Until an
+// informer has synced, reviews read what it would hold from the apiserver as
+// before. Only the name, namespace and selector of each Service are kept, and
+// the name, namespace, UID and labels of each pod.
 func (a *Attestor) Run(ctx context.Context) error {
-	if !a.cfg.WatchServices {
+	if !a.cfg.WatchServices && !a.cfg.WatchPods {
 		return nil
 	}
 	factory := informers.NewSharedInformerFactory(a.cfg.Client, serviceResync)
 	defer factory.Shutdown()
-	svcs := factory.Core().V1().Services()
-	if err := svcs.Informer().SetTransform(selectorOnly); err != nil {
-		return fmt.Errorf("k8s: watch services: %w", err)
+	var svcs coreinformers.ServiceInformer
+	if a.cfg.WatchServices {
+		svcs = factory.Core().V1().Services()
+		if err := svcs.Informer().SetTransform(selectorOnly); err != nil {
+			return fmt.Errorf("k8s: watch services: %w", err)
+		}
+	}
+	var pods cache.SharedIndexInformer
+	if a.cfg.WatchPods {
+		var err error
+		if pods, err = watchPods(factory); err != nil {
+			return err
+		}
 	}
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), svcs.Informer().HasSynced) {
-		return nil // ctx ended
+	// Each cache is used as soon as it has synced: Services (few) need not wait
+	// for the pods of a large cluster.
+	if svcs != nil {
+		if !cache.WaitForCacheSync(ctx.Done(), svcs.Informer().HasSynced) {
+			return nil // ctx ended
+		}
+		a.services.set(svcs.Lister())
+		defer a.services.set(nil)
+		a.cfg.Logger.Info("k8s: Service selectors cached; reviews no longer list Services")
 	}
-	a.services.set(svcs.Lister())
-	a.cfg.Logger.Info("k8s: Service selectors cached; reviews no longer list Services")
+	if pods != nil {
+		if !cache.WaitForCacheSync(ctx.Done(), pods.HasSynced) {
+			return nil // ctx ended
+		}
+		a.pods.set(pods.GetStore())
+		defer a.pods.set(nil)
+		a.cfg.Logger.Info("k8s: pods cached; reviews no longer get the token's pod")
+	}
 	<-ctx.Done()
-	a.services.set(nil)
 	return nil
 }
 

@@ -87,9 +87,12 @@ type serverOpts struct {
 	// watchServices runs the attestor's Service watch cache (server default) and
 	// waits until it has synced.
 	watchServices bool
-	lease         *server.KubernetesConfig // timing overrides
-	overlap       time.Duration
-	envoy         []byte // Envoy bootstrap to publish beside the bundle
+	// watchPods runs the attestor's Pod watch cache (server default) and waits
+	// until it has synced: pods created before startServer are in it.
+	watchPods bool
+	lease     *server.KubernetesConfig // timing overrides
+	overlap   time.Duration
+	envoy     []byte // Envoy bootstrap to publish beside the bundle
 }
 
 type testServer struct {
@@ -115,7 +118,8 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	require.NoError(t, err)
 	client, err := kubernetes.NewForConfig(cluster.Config)
 	require.NoError(t, err)
-	att, err := k8sid.New(k8sid.Config{Client: reviewClient, TrustDomain: td, Policy: o.policy, CacheSize: o.cacheSize, WatchServices: o.watchServices})
+	att, err := k8sid.New(k8sid.Config{Client: reviewClient, TrustDomain: td, Policy: o.policy, CacheSize: o.cacheSize,
+		WatchServices: o.watchServices, WatchPods: o.watchPods})
 	require.NoError(t, err)
 	kc := &server.KubernetesConfig{Client: client, Namespace: o.ns, Identity: o.identity,
 		LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 500 * time.Millisecond}
@@ -137,6 +141,9 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	t.Cleanup(ts.stop)
 	if o.watchServices {
 		require.Eventually(t, att.ServicesCached, 30*time.Second, 10*time.Millisecond, "Service watch cache")
+	}
+	if o.watchPods {
+		require.Eventually(t, att.PodsCached, 30*time.Second, 10*time.Millisecond, "Pod watch cache")
 	}
 	return ts
 }
