@@ -59,10 +59,11 @@ func jobs() []job {
 		{title: "CA server signing per core", pkg: "./test/agent/", bench: "^BenchmarkCAServerPerCore$", benchtime: "3000x",
 			method: "A `certmesh server` process signs renewals (mTLS with the caller's SVID, a CSR each time) from 4 parallel clients; the server's own CPU time (from /proc) per leaf against bare `x509.CreateCertificate` timed in the same run (`ratio-to-floor`: 1.0 would mean the service costs nothing beyond the signature)."},
 		{title: "Kubernetes: SVIDs through TokenReview", pkg: "./test/kube/", bench: "^BenchmarkSVIDsTokenReview",
-			method: "A real kube-apiserver + etcd: SVIDs per second for ServiceAccount-token callers (20 pods' tokens, reused) with the 10 s review cache and without (cache of 1), and uncached with the Service watch cache, apiserver requests per SVID counted on the attestor's client.",
+			method: "A real kube-apiserver + etcd: SVIDs per second for ServiceAccount-token callers (20 pods' tokens, reused) with the 10 s review cache and without (cache of 1): uncached with neither watch cache (a TokenReview, a pod GET and a Services LIST per SVID), with the Service watch cache, and with the Service and Pod watch caches (the TokenReview alone); apiserver requests per SVID counted on the attestor's client.",
 			compare: []compare{
 				{"cached vs uncached (svid/s)", "BenchmarkSVIDsTokenReview/cached", "BenchmarkSVIDsTokenReview/uncached", "svid/s"},
 				{"uncached: Service watch cache vs a LIST per review (svid/s)", "BenchmarkSVIDsTokenReview/uncached-watched-services", "BenchmarkSVIDsTokenReview/uncached", "svid/s"},
+				{"uncached: Service and Pod watch caches vs Service cache only (svid/s)", "BenchmarkSVIDsTokenReview/uncached-watched-services-and-pods", "BenchmarkSVIDsTokenReview/uncached-watched-services", "svid/s"},
 			}},
 		{title: "Kubernetes: Ingress or Gateway to Secret", pkg: "./test/kube/", bench: "^Benchmark(Ingress|Gateway)ToSecret$", benchtime: "20x",
 			method:  "A real kube-apiserver + etcd and Pebble: time from creating an annotated Ingress, or a Gateway with one HTTPS listener (Gateway API CRDs installed), to its TLS Secret holding a certificate (median of 20), HTTP-01 routed by a temporary Ingress or HTTPRoute.",

@@ -15,24 +15,34 @@ import (
 // apiserver), and apiserver requests per SVID, counted by a transport
 // wrapper on the server's client. "cached": a burst of pods whose tokens are
 // each presented repeatedly (the review cache answers); "uncached": the
-// cache holds one entry and tokens rotate, so every request is reviewed.
+// cache holds one entry and tokens rotate, so every request is reviewed:
+// with a LIST of Services and a pod GET each, without the LIST (Service watch
+// cache), or with the TokenReview alone (Service and Pod watch caches). The
+// pods exist before the server starts, so a Pod cache holds them all.
 func BenchmarkSVIDsTokenReview(b *testing.B) {
 	for _, bc := range []struct {
 		name          string
 		cacheSize     int
 		watchServices bool
-	}{{"cached", 0, true}, {"uncached", 1, false}, {"uncached-watched-services", 1, true}} {
+		watchPods     bool
+	}{
+		{"cached", 0, true, true},
+		{"uncached", 1, false, false},
+		{"uncached-watched-services", 1, true, false},
+		{"uncached-watched-services-and-pods", 1, true, true},
+	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ns := cluster.Namespace(b)
-			var requests atomic.Int64
-			srv := startServer(b, serverOpts{ns: ns, requests: &requests, cacheSize: bc.cacheSize, watchServices: bc.watchServices})
-			client := caClient(b, srv)
 			const pods = 20
 			tokens := make([]string, pods)
 			for i := range tokens {
 				pod := cluster.Pod(b, ns, fmt.Sprintf("p-%d", i), "web", map[string]string{"app": "web"})
 				tokens[i] = cluster.ServiceAccountToken(b, ns, "web", audience, pod)
 			}
+			var requests atomic.Int64
+			srv := startServer(b, serverOpts{ns: ns, requests: &requests, cacheSize: bc.cacheSize,
+				watchServices: bc.watchServices, watchPods: bc.watchPods})
+			client := caClient(b, srv)
 			csr := newCSR(b)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
