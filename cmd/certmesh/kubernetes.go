@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -114,10 +115,14 @@ func (k *kubeFlags) apply(cfg *server.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--kubernetes: %w", err)
 	}
+	meta, err := metadata.NewForConfig(rc) // the Pod watch asks for pods' metadata only
+	if err != nil {
+		return fmt.Errorf("--kubernetes: %w", err)
+	}
 	att, err := k8sid.New(k8sid.Config{
 		Client: client, TrustDomain: cfg.TrustDomain, Audience: k.audience, ClusterDomain: k.clusterDomain,
 		Policy:        k8sid.Policy{ExcludedNamespaces: splitList(k.excludeNamespaces), ExcludedServiceAccounts: splitList(k.excludeSAs)},
-		WatchServices: k.watchServices, WatchPods: k.watchPods, Clock: cfg.Clock, Logger: log,
+		WatchServices: k.watchServices, WatchPods: k.watchPods, Metadata: meta, Clock: cfg.Clock, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/utils/clock"
 
 	"github.com/certmesh/certmesh/identity"
@@ -84,8 +85,13 @@ type Config struct {
 	// pod. A pod the cache does not hold with the token's UID is still read from
 	// the apiserver, so the cache never refuses a token.
 	WatchPods bool
-	Clock     clock.PassiveClock
-	Logger    *slog.Logger
+	// Metadata, when set, is a metadata-only client (k8s.io/client-go/metadata,
+	// from the same rest config as Client) for the Pod watch: the apiserver then
+	// sends pods' metadata only, not their spec and status at every change.
+	// Without it the Pod watch decodes whole pods and trims them.
+	Metadata metadata.Interface
+	Clock    clock.PassiveClock
+	Logger   *slog.Logger
 }
 
 // Policy excludes ServiceAccounts from getting identities at all.

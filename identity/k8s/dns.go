@@ -125,10 +125,16 @@ func (a *Attestor) Run(ctx context.Context) error {
 		}
 	}
 	var pods cache.SharedIndexInformer
+	var done sync.WaitGroup // a metadata-only Pod informer, started outside the factory
+	defer done.Wait()       // every return after its start is after ctx ended, which stops it
 	if a.cfg.WatchPods {
+		var start func(stop <-chan struct{})
 		var err error
-		if pods, err = watchPods(factory); err != nil {
+		if pods, start, err = a.watchPods(factory); err != nil {
 			return err
+		}
+		if start != nil {
+			done.Go(func() { start(ctx.Done()) })
 		}
 	}
 	factory.Start(ctx.Done())

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -61,15 +62,25 @@ func (a *Attestor) cachedPod(ns, name, uid string) (pod *corev1.Pod, ok bool) {
 	return &corev1.Pod{ObjectMeta: m.ObjectMeta}, true
 }
 
-// watchPods registers the trimmed Pod informer with factory (Run starts it).
-// Its store holds what podLabelsOnly returns, so it is read through the
-// informer's store, never through the typed PodLister.
-func watchPods(factory informers.SharedInformerFactory) (cache.SharedIndexInformer, error) {
-	pods := factory.Core().V1().Pods().Informer()
-	if err := pods.SetTransform(podLabelsOnly); err != nil {
-		return nil, fmt.Errorf("k8s: watch pods: %w", err)
+// watchPods makes the trimmed Pod informer. With Config.Metadata it is a
+// metadata-only watch, which the caller starts itself (start is non-nil): the
+// apiserver then sends each changed pod's metadata, not its spec and status,
+// which in a busy cluster is most of the bytes and the decoding. Without it,
+// the typed informer is registered with factory (the factory starts it) and
+// trimmed after decoding. Either way its store holds what podLabelsOnly
+// returns, so it is read through the store, never through a typed PodLister.
+func (a *Attestor) watchPods(factory informers.SharedInformerFactory) (pods cache.SharedIndexInformer, start func(stop <-chan struct{}), err error) {
+	if a.cfg.Metadata != nil {
+		pods = metadatainformer.NewFilteredMetadataInformer(a.cfg.Metadata, corev1.SchemeGroupVersion.WithResource("pods"),
+			metav1.NamespaceAll, serviceResync, cache.Indexers{}, nil).Informer()
+		start = pods.Run
+	} else {
+		pods = factory.Core().V1().Pods().Informer()
 	}
-	return pods, nil
+	if err := pods.SetTransform(podLabelsOnly); err != nil {
+		return nil, nil, fmt.Errorf("k8s: watch pods: %w", err)
+	}
+	return pods, start, nil
 }
 
 // podLabelsOnly trims a Pod to what a review needs (name, namespace, UID,
@@ -80,11 +91,16 @@ func watchPods(factory informers.SharedInformerFactory) (cache.SharedIndexInform
 // *corev1.Pod would be 2 KB). The watch still delivers each pod change in
 // full; only what is kept is trimmed.
 func podLabelsOnly(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
+	var m *metav1.ObjectMeta
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		m = &o.ObjectMeta
+	case *metav1.PartialObjectMetadata: // a metadata-only watch: drop annotations, managedFields, owners
+		m = &o.ObjectMeta
+	default:
 		return obj, nil // a tombstone
 	}
 	return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
-		Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, ResourceVersion: pod.ResourceVersion, Labels: pod.Labels,
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion, Labels: m.Labels,
 	}}, nil
 }

@@ -159,3 +159,27 @@ func TestWatchPodsOnly(t *testing.T) {
 	require.Zero(t, countActions(cs, "get", "pods"))
 	require.Equal(t, 1, countActions(cs, "list", "services"), "Services are listed per review without their cache")
 }
+
+// TestPodLabelsOnlyTrimsMetadata: from a metadata-only watch, what is kept of a
+// pod is the same as from a typed one: no annotations, managedFields or owners.
+func TestPodLabelsOnlyTrimsMetadata(t *testing.T) {
+	full := metav1.ObjectMeta{
+		Name: "web-0", Namespace: "shop", UID: "uid-1", ResourceVersion: "7", Labels: map[string]string{"app": "web"},
+		Annotations:     map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+		ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubelet"}},
+		OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web"}},
+	}
+	want := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+		Name: "web-0", Namespace: "shop", UID: "uid-1", ResourceVersion: "7", Labels: map[string]string{"app": "web"},
+	}}
+	fromMeta, err := podLabelsOnly(&metav1.PartialObjectMetadata{ObjectMeta: full})
+	require.NoError(t, err)
+	require.Equal(t, want, fromMeta)
+	fromPod, err := podLabelsOnly(&corev1.Pod{ObjectMeta: full, Spec: corev1.PodSpec{NodeName: "n1"}})
+	require.NoError(t, err)
+	require.Equal(t, want, fromPod)
+	tomb := cache.DeletedFinalStateUnknown{Key: "shop/web-0"}
+	kept, err := podLabelsOnly(tomb)
+	require.NoError(t, err)
+	require.Equal(t, tomb, kept)
+}

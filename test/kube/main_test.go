@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	pb "istio.io/api/security/v1alpha1"
 	"k8s.io/client-go/kubernetes"
+	k8smetadata "k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
@@ -118,8 +119,11 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	require.NoError(t, err)
 	client, err := kubernetes.NewForConfig(cluster.Config)
 	require.NoError(t, err)
+	// The Pod watch is metadata-only, as certmesh server runs it.
+	metaClient, err := k8smetadata.NewForConfig(countingConfig(o.requests))
+	require.NoError(t, err)
 	att, err := k8sid.New(k8sid.Config{Client: reviewClient, TrustDomain: td, Policy: o.policy, CacheSize: o.cacheSize,
-		WatchServices: o.watchServices, WatchPods: o.watchPods})
+		WatchServices: o.watchServices, WatchPods: o.watchPods, Metadata: metaClient})
 	require.NoError(t, err)
 	kc := &server.KubernetesConfig{Client: client, Namespace: o.ns, Identity: o.identity,
 		LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 500 * time.Millisecond}
