@@ -141,7 +141,10 @@ func TestPebbleChallengeFailsOldCertStays(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 
-	// Ask for renewal now, with nobody answering HTTP-01.
+	// Ask for renewal now, with nobody answering HTTP-01, from a new ACME account:
+	// Pebble would otherwise now and then reuse the first order's valid
+	// authorization and renew without a challenge (see pebbletest's env).
+	require.NoError(t, os.RemoveAll(filepath.Join(r.cfg.Dir, "accounts")))
 	now := time.Now()
 	p.SetRenewalInfo(t, first.Leaf(), now.Add(-time.Minute), now.Add(-time.Second))
 	r.cfg.HTTP01Addr = ""

@@ -67,6 +67,10 @@ func Start(t testing.TB, opts Options) *Pebble {
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
 	cfgPath := p.writeConfig(t, opts, ports[4], ports[5])
+	// PEBBLE_AUTHZREUSE=0 still reuses a valid authorization of the same account
+	// one order in a hundred: v2.10.1 creates a new one when rand.Intn(100) > 0
+	// (wfe.go:1565), and refuses negative values. A test that needs every order
+	// to be challenged must use an account with no valid authorization.
 	env := []string{
 		"PEBBLE_VA_NOSLEEP=1", "PEBBLE_AUTHZREUSE=0",
 		"PEBBLE_WFE_NONCEREJECT=" + strconv.Itoa(opts.NonceReject),
