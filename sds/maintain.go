@@ -51,8 +51,8 @@ func (a *Agent) workloadSlot(id spiffeid.ID) slot {
 		},
 		store: func(s *x509svid.SVID) {
 			a.mu.Lock()
-			if _, wanted := a.wanted[id]; s == nil || !wanted {
-				delete(a.svids, id) // a workload dropped by SetWorkloads stays dropped
+			if elsewhere, wanted := a.wanted[id]; s == nil || !wanted || elsewhere {
+				delete(a.svids, id) // a workload dropped by SetWorkloads, or moved to another node, stays dropped
 			} else {
 				a.svids[id] = s
 			}
