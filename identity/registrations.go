@@ -181,8 +181,11 @@ func (r *Registrations) ForNode(node spiffeid.ID) *Registrations {
 	return out
 }
 
-// ByID returns the entry granting id.
+// ByID returns the entry granting id. A nil *Registrations grants nothing.
 func (r *Registrations) ByID(id spiffeid.ID) (Entry, bool) {
+	if r == nil {
+		return Entry{}, false
+	}
 	i, ok := r.byID[id]
 	if !ok {
 		return Entry{}, false
