@@ -11,6 +11,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8smetadata "k8s.io/client-go/metadata"
+
+	k8sid "github.com/certmesh/certmesh/identity/k8s"
+	"github.com/certmesh/certmesh/test/kube/kubetest"
 )
 
 // TestUncachedReviewCostsOneRequest: with the Service and Pod watch caches
@@ -66,4 +70,27 @@ func TestUncachedReviewCostsOneRequest(t *testing.T) {
 		require.Equal(t, codes.Unauthenticated, status.Code(err), "%s: %v", name, err)
 		require.Equal(t, before+1, srv.refusals("k8s_pod_gone"), name)
 	}
+}
+
+// TestAttestorWatchesWithDeployRBAC runs the attestor's Service and Pod watches
+// (the Pod watch metadata-only, as certmesh server runs it) as certmesh-server's
+// ServiceAccount with deploy/kubernetes/rbac.yaml's rights: both caches sync, so
+// the Role grants what --watch-services and --watch-pods need. Without pods
+// list/watch the Pod cache never syncs and this test fails.
+func TestAttestorWatchesWithDeployRBAC(t *testing.T) {
+	sysNS := cluster.Namespace(t)
+	cluster.ServiceAccount(t, sysNS, "certmesh-server")
+	applyRBAC(t, sysNS)
+	sa := cluster.ServiceAccountConfig(t, sysNS, "certmesh-server")
+	meta, err := k8smetadata.NewForConfig(sa)
+	require.NoError(t, err)
+	att, err := k8sid.New(k8sid.Config{Client: kubetest.NewClient(t, sa), Metadata: meta, TrustDomain: td,
+		WatchServices: true, WatchPods: true})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- att.Run(ctx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	require.Eventually(t, func() bool { return att.ServicesCached() && att.PodsCached() }, 30*time.Second, 50*time.Millisecond,
+		"the watches did not sync as certmesh-server")
 }
