@@ -91,6 +91,23 @@ func (f *RegistrationsFile) Err() error {
 	return f.err
 }
 
+// RegistrationsStatus is the file's state for `certmesh status`.
+type RegistrationsStatus struct {
+	File    string `json:"file"`
+	Entries int    `json:"entries"` // in force
+	// Error is why the file's current content is not in force ("" when it is).
+	Error string `json:"error,omitempty"`
+}
+
+// Status reports the file, the entries in force and the refused edit, if any.
+func (f *RegistrationsFile) Status() RegistrationsStatus {
+	st := RegistrationsStatus{File: f.path, Entries: len(f.Current().entries)}
+	if err := f.Err(); err != nil {
+		st.Error = err.Error()
+	}
+	return st
+}
+
 // ErrTrustDomainChanged refuses a reload that names another trust domain:
 // every identity issued so far would be foreign to the new one, so changing
 // it takes a restart.

@@ -47,6 +47,7 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	addRegistrationsStatus(&cfg, sf.regs)
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err

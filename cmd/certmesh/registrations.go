@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/certmesh/certmesh/ca/server"
 	"github.com/certmesh/certmesh/identity"
 )
 
@@ -67,6 +69,23 @@ func registerRegistrationsMetrics(reg prometheus.Registerer, f *identity.Registr
 			Help: "Workload entries in the registrations in force.",
 		}, func() float64 { return float64(len(f.Current().Entries())) }),
 	)
+}
+
+// addRegistrationsStatus adds the file's state to the admin status, so that
+// `certmesh status` shows an edit that is not in force.
+func addRegistrationsStatus(cfg *server.Config, f *identity.RegistrationsFile) {
+	if f == nil {
+		return
+	}
+	prev := cfg.StatusExtra
+	cfg.StatusExtra = func() map[string]any {
+		out := map[string]any{}
+		if prev != nil {
+			maps.Copy(out, prev())
+		}
+		out["registrations"] = f.Status()
+		return out
+	}
 }
 
 // workloadIDs are the identities of regs' entries.

@@ -63,6 +63,7 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 		maps.Copy(out, mf.status())
 		return out
 	}
+	addRegistrationsStatus(&cfg, sf.regs)
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err

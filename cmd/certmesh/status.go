@@ -9,6 +9,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/edge"
 	"github.com/certmesh/certmesh/edge/ingress"
+	"github.com/certmesh/certmesh/identity"
 )
 
 // statusDoc is what `certmesh status` reads from the admin socket.
@@ -18,11 +19,20 @@ type statusDoc struct {
 	// Ingress holds the certificates of annotated Ingresses and Gateways (server
 	// --ingress); only the leader replica, which orders them, lists any.
 	Ingress []ingress.CertificateStatus `json:"ingressCertificates,omitempty"`
+	// Registrations is the registrations file's state (server and dev with
+	// --registrations).
+	Registrations *identity.RegistrationsStatus `json:"registrations,omitempty"`
 }
 
 func printStatusDoc(out io.Writer, st statusDoc) error {
 	if err := printStatus(out, st.CA); err != nil {
 		return err
+	}
+	if r := st.Registrations; r != nil {
+		fmt.Fprintf(out, "\nregistrations: %s, %d entries in force\n", r.File, r.Entries)
+		if r.Error != "" {
+			fmt.Fprintf(out, "  last edit NOT in force: %s\n", r.Error)
+		}
 	}
 	if len(st.Edge) > 0 {
 		fmt.Fprintln(out)

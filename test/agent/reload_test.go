@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,11 +46,20 @@ func TestRegistrationsReloadWithoutRestart(t *testing.T) {
 	out, err = fetch(uidNoReg)
 	require.NoError(t, err, out)
 	require.Contains(t, out, "identity spiffe://example.org/ns/default/sa/late")
+	status := func() string {
+		out, err := exec.Command(bin.certmesh, "status", "--dir", d.dir).CombinedOutput()
+		require.NoError(t, err, string(out))
+		return string(out)
+	}
+	st := status()
+	require.Contains(t, st, "registrations: "+regs+", 2 entries in force")
+	require.Contains(t, st, "last edit NOT in force: identity: "+regs)
 
 	// SIGHUP reloads at once and the process lives on.
 	replaceFile(t, regs, edited(fmt.Sprintf("  - spiffeID: spiffe://example.org/ns/default/sa/web\n    uid: %d\n", uidWeb)))
 	require.NoError(t, d.cmd.Process.Signal(syscall.SIGHUP))
 	waitFetch(t, fetch, uidWeb, "identity spiffe://example.org/ns/default/sa/web")
+	require.NotContains(t, status(), "NOT in force")
 	select {
 	case err := <-d.done:
 		d.done <- err
