@@ -21,7 +21,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
 	"github.com/certmesh/certmesh/identity"
@@ -111,8 +113,8 @@ func (p Policy) Excluded(ns, sa string) bool {
 type Attestor struct {
 	cfg      Config
 	cache    *reviewCache
-	services serviceSelectors // set by Run once the Service informer has synced
-	pods     podCache         // set by Run once the Pod informer has synced
+	services synced[corelisters.ServiceLister]
+	pods     synced[cache.Store] // of *metav1.PartialObjectMetadata, see podLabelsOnly
 }
 
 var _ identity.Attestor = (*Attestor)(nil)

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	coreinformers "k8s.io/client-go/informers/core/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -81,22 +80,24 @@ func (a *Attestor) servicesIn(ctx context.Context, ns string) ([]*corev1.Service
 	return out, nil
 }
 
-// serviceSelectors holds the Service lister once its informer has synced.
-type serviceSelectors struct {
-	mu     sync.Mutex
-	lister corelisters.ServiceLister
+// synced holds what Run publishes once an informer's cache has synced (the
+// Service lister, the Pod store): nil before that and after Run ends, when
+// reviews ask the apiserver instead.
+type synced[T any] struct {
+	mu sync.Mutex
+	v  T
 }
 
-func (s *serviceSelectors) get() corelisters.ServiceLister {
+func (s *synced[T]) get() T {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.lister
+	return s.v
 }
 
-func (s *serviceSelectors) set(l corelisters.ServiceLister) {
+func (s *synced[T]) set(v T) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lister = l
+	s.v = v
 }
 
 // ServicesCached reports whether reviews read Services from the watch cache

@@ -2,7 +2,6 @@ package k8s
 
 import (
 	"fmt"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -11,31 +10,14 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// podCache holds the Pod informer's store once it has synced (Config.WatchPods).
-// It only spares the pod GET of a review: the TokenReview has already proven
-// that the token's pod exists, so the cache is asked for the pod's labels, and
-// a pod it does not hold with the token's UID is read from the apiserver as
-// before. The cache never refuses a token on its own. It lags the apiserver
-// by the watch's delay: a pod deleted a moment ago may still be there, but its
-// token is refused by the TokenReview first (bar the apiserver's own short
-// cache of valid tokens), and a cached review already vouches for a token for
-// up to Config.CacheTTL without looking at the pod at all.
-type podCache struct {
-	mu    sync.Mutex
-	store cache.Store // of *metav1.PartialObjectMetadata, see podLabelsOnly
-}
-
-func (p *podCache) get() cache.Store {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.store
-}
-
-func (p *podCache) set(s cache.Store) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.store = s
-}
+// The Pod cache (Config.WatchPods) only spares the pod GET of a review: the
+// TokenReview has already proven that the token's pod exists, so the cache is
+// asked for the pod's labels, and a pod it does not hold with the token's UID
+// is read from the apiserver as before. The cache never refuses a token on its
+// own. It lags the apiserver by the watch's delay: a pod deleted a moment ago
+// may still be there, but its token is refused by the TokenReview first (bar
+// the apiserver's own short cache of valid tokens), and a cached review already
+// vouches for a token for up to Config.CacheTTL without looking at the pod.
 
 // PodsCached reports whether reviews read pods from the watch cache
 // (Config.WatchPods, once Run's informer has synced).
