@@ -113,10 +113,9 @@ func PeerCredFromContext(ctx context.Context) (PeerCred, bool) {
 // PeerAttestor grants identities to unix socket callers according to the
 // registrations file.
 type PeerAttestor struct {
-	Registrations *Registrations
-	// File, when set instead of Registrations, is read at every attestation,
-	// so a reloaded file applies from the next caller on.
-	File *RegistrationsFile
+	// Registrations is read at every attestation: a *RegistrationsFile's
+	// reload applies from the next caller on.
+	Registrations RegistrationsSource
 	// Node, when set, tells which node agent the attestor serves for, waiting
 	// until it is known (an agent learns its ID when it joins). Only the
 	// entries that node may serve are matched: with entries scoped to other
@@ -152,9 +151,9 @@ func (a *PeerAttestor) Attest(ctx context.Context, cred Credential) (Identity, e
 // registrations is what callers are matched against: all of them, or the
 // node's share once Node has said which node this is.
 func (a *PeerAttestor) registrations(ctx context.Context) (*Registrations, error) {
-	all := a.Registrations
-	if a.File != nil {
-		all = a.File.Current()
+	var all *Registrations
+	if a.Registrations != nil {
+		all = a.Registrations.Current()
 	}
 	if a.Node == nil || all == nil {
 		return all, nil

@@ -133,6 +133,12 @@ func ParseRegistrations(data []byte, source string) (*Registrations, error) {
 	return r, nil
 }
 
+// Current is r itself: fixed registrations are always the ones in force.
+func (r *Registrations) Current() *Registrations { return r }
+
+// Len is the number of entries.
+func (r *Registrations) Len() int { return len(r.entries) }
+
 // TrustDomain is the trust domain every entry belongs to.
 func (r *Registrations) TrustDomain() spiffeid.TrustDomain { return r.td }
 

@@ -48,25 +48,22 @@ func stampOf(fi os.FileInfo) fileStamp {
 // as at every start.
 func OpenRegistrations(path string) (*RegistrationsFile, error) {
 	f := &RegistrationsFile{path: path, changed: make(chan struct{})}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("identity: load registrations: %w", err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("identity: load registrations: %w", err)
-	}
-	r, err := ParseRegistrations(data, path)
-	if err != nil {
+	if _, err := f.Reload(); err != nil {
 		return nil, err
 	}
-	f.cur.Store(r)
-	f.data, f.stamp = data, stampOf(fi)
 	return f, nil
 }
 
-// Path is the file's path.
-func (f *RegistrationsFile) Path() string { return f.path }
+// RegistrationsSource gives the registrations in force: a *Registrations
+// is its own, a *RegistrationsFile the version it last read.
+type RegistrationsSource interface {
+	Current() *Registrations
+}
+
+var (
+	_ RegistrationsSource = (*Registrations)(nil)
+	_ RegistrationsSource = (*RegistrationsFile)(nil)
+)
 
 // Current is the registrations in force.
 func (f *RegistrationsFile) Current() *Registrations { return f.cur.Load() }
@@ -101,7 +98,7 @@ type RegistrationsStatus struct {
 
 // Status reports the file, the entries in force and the refused edit, if any.
 func (f *RegistrationsFile) Status() RegistrationsStatus {
-	st := RegistrationsStatus{File: f.path, Entries: len(f.Current().entries)}
+	st := RegistrationsStatus{File: f.path, Entries: f.Current().Len()}
 	if err := f.Err(); err != nil {
 		st.Error = err.Error()
 	}
@@ -128,7 +125,7 @@ func (f *RegistrationsFile) reloadLocked() (bool, error) {
 	}
 	data, rerr := os.ReadFile(f.path)
 	if err = errors.Join(err, rerr); err != nil {
-		f.err = fmt.Errorf("identity: reload registrations: %w", err)
+		f.err = fmt.Errorf("identity: read registrations: %w", err)
 		return false, f.err
 	}
 	if bytes.Equal(data, f.data) {
@@ -136,8 +133,8 @@ func (f *RegistrationsFile) reloadLocked() (bool, error) {
 		return false, nil
 	}
 	r, err := ParseRegistrations(data, f.path)
-	if err == nil && r.TrustDomain() != f.Current().TrustDomain() {
-		err = fmt.Errorf("%w (from %q to %q in %s)", ErrTrustDomainChanged, f.Current().TrustDomain().Name(), r.TrustDomain().Name(), f.path)
+	if cur := f.Current(); err == nil && cur != nil && r.TrustDomain() != cur.TrustDomain() {
+		err = fmt.Errorf("%w (from %q to %q in %s)", ErrTrustDomainChanged, cur.TrustDomain().Name(), r.TrustDomain().Name(), f.path)
 	}
 	if err != nil {
 		f.err = err
@@ -188,7 +185,7 @@ func (f *RegistrationsFile) LogReload(log *slog.Logger) {
 func (f *RegistrationsFile) logOutcome(log *slog.Logger, changed bool, err, before error) {
 	switch {
 	case changed:
-		log.Info("registrations reloaded", "file", f.path, "entries", len(f.Current().entries))
+		log.Info("registrations reloaded", "file", f.path, "entries", f.Current().Len())
 	case err != nil && (before == nil || before.Error() != err.Error()):
 		log.Error("registrations not reloaded; the previous ones stay in force", "error", err)
 	}

@@ -102,7 +102,7 @@ func TestRegistrationsFileWatch(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); f.Watch(ctx, 5*time.Millisecond, slog.New(slog.DiscardHandler)) }()
 	t.Cleanup(func() { cancel(); <-done })
-	a := &PeerAttestor{File: f}
+	a := &PeerAttestor{Registrations: f}
 	caller := Credential{Peer: &PeerCred{UID: 11, GID: 11}}
 	_, err = a.Attest(context.Background(), caller)
 	require.ErrorIs(t, err, ErrNoRegistration)
