@@ -71,11 +71,8 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	var workloads []spiffeid.ID
 	var regs *identity.RegistrationsFile
 	if *regsPath != "" {
-		if regs, err = identity.OpenRegistrations(*regsPath); err != nil {
+		if regs, err = openRegistrations(*regsPath, td); err != nil {
 			return err
-		}
-		if regs.TrustDomain() != td {
-			return fmt.Errorf("%s: trustDomain %q differs from --trust-domain %q", *regsPath, regs.TrustDomain().Name(), td.Name())
 		}
 		workloads = workloadIDs(regs.Current())
 	}
@@ -102,7 +99,7 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	}
 	var attestor identity.Attestor = identity.Chain(nil)
 	if regs != nil {
-		attestor = &identity.PeerAttestor{File: regs, Node: agent.NodeID}
+		attestor = &identity.PeerAttestor{Registrations: regs, Node: agent.NodeID}
 		registerRegistrationsMetrics(reg, regs)
 	}
 	if workloadMode {

@@ -65,7 +65,7 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	if sf.regs != nil {
 		// Entries scoped to other nodes are not this machine's.
 		workloads = workloadIDs(sf.regs.Current().ForNode(nodeID))
-		attestor = &identity.PeerAttestor{File: sf.regs, Node: func(context.Context) (spiffeid.ID, error) { return nodeID, nil }}
+		attestor = &identity.PeerAttestor{Registrations: sf.regs, Node: func(context.Context) (spiffeid.ID, error) { return nodeID, nil }}
 		registerRegistrationsMetrics(reg, sf.regs)
 	}
 	agentCfg := sds.Config{
@@ -148,6 +148,6 @@ func newEdge(ef *edgeFlags, dir string, log *slog.Logger, cfg *server.Config) (*
 			return nil, fmt.Errorf("edge metrics: %w", err)
 		}
 	}
-	cfg.StatusExtra = func() map[string]any { return map[string]any{"edge": m.Status()} }
+	addStatus(cfg, func() map[string]any { return map[string]any{"edge": m.Status()} })
 	return m, nil
 }

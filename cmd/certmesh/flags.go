@@ -104,12 +104,9 @@ func (s *serverFlags) config() (server.Config, error) {
 		CA: ca.Config{KeyType: kt, DefaultTTL: s.svidTTL, MaxTTL: s.maxTTL, RotationOverlap: s.overlap},
 	}
 	if s.registrations != "" {
-		regs, err := identity.OpenRegistrations(s.registrations)
+		regs, err := openRegistrations(s.registrations, td)
 		if err != nil {
 			return server.Config{}, err
-		}
-		if regs.TrustDomain() != td {
-			return server.Config{}, fmt.Errorf("%s: trustDomain %q differs from --trust-domain %q", s.registrations, regs.TrustDomain().Name(), td.Name())
 		}
 		cfg.Registrations, s.regs = regs, regs
 	}

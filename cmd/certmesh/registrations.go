@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"
@@ -19,6 +20,19 @@ import (
 // registrationsPoll is how often a running server, agent or dev checks its
 // registrations file for changes; SIGHUP reloads at once.
 const registrationsPoll = 2 * time.Second
+
+// openRegistrations opens the --registrations file, which must name the
+// --trust-domain.
+func openRegistrations(path string, td spiffeid.TrustDomain) (*identity.RegistrationsFile, error) {
+	regs, err := identity.OpenRegistrations(path)
+	if err != nil {
+		return nil, err
+	}
+	if regs.TrustDomain() != td {
+		return nil, fmt.Errorf("%s: trustDomain %q differs from --trust-domain %q", path, regs.TrustDomain().Name(), td.Name())
+	}
+	return regs, nil
+}
 
 // followRegistrations keeps f current until ctx ends: it watches the file,
 // reloads on SIGHUP, and calls onChange (when set) with each new version in
@@ -67,23 +81,28 @@ func registerRegistrationsMetrics(reg prometheus.Registerer, f *identity.Registr
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "certmesh_registrations_entries",
 			Help: "Workload entries in the registrations in force.",
-		}, func() float64 { return float64(len(f.Current().Entries())) }),
+		}, func() float64 { return float64(f.Current().Len()) }),
 	)
 }
 
 // addRegistrationsStatus adds the file's state to the admin status, so that
 // `certmesh status` shows an edit that is not in force.
 func addRegistrationsStatus(cfg *server.Config, f *identity.RegistrationsFile) {
-	if f == nil {
-		return
+	if f != nil {
+		addStatus(cfg, func() map[string]any { return map[string]any{"registrations": f.Status()} })
 	}
+}
+
+// addStatus adds extra's sections to the admin status, after those already
+// there (the edge's, the mesh's).
+func addStatus(cfg *server.Config, extra func() map[string]any) {
 	prev := cfg.StatusExtra
 	cfg.StatusExtra = func() map[string]any {
 		out := map[string]any{}
 		if prev != nil {
 			maps.Copy(out, prev())
 		}
-		out["registrations"] = f.Status()
+		maps.Copy(out, extra())
 		return out
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -54,15 +53,7 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	if mf.ingress && edgeMgr != nil {
 		return errors.New("--ingress and --edge-domain/--edge-config both want --http01-addr: use one")
 	}
-	prev := cfg.StatusExtra
-	cfg.StatusExtra = func() map[string]any {
-		out := map[string]any{}
-		if prev != nil {
-			maps.Copy(out, prev())
-		}
-		maps.Copy(out, mf.status())
-		return out
-	}
+	addStatus(&cfg, mf.status)
 	addRegistrationsStatus(&cfg, sf.regs)
 	srv, err := server.New(cfg)
 	if err != nil {
