@@ -24,7 +24,7 @@ func (a *Attestor) podDNSNames(ctx context.Context, ns, podName, podUID string) 
 	if podName == "" {
 		return nil, nil
 	}
-	pod, err := a.tokenPod(ctx, ns, podName, podUID)
+	podLabels, err := a.tokenPodLabels(ctx, ns, podName, podUID)
 	if err != nil {
 		return nil, err
 	}
@@ -33,7 +33,6 @@ func (a *Attestor) podDNSNames(ctx context.Context, ns, podName, podUID string) 
 		return nil, fmt.Errorf("%w: list services: %v", ErrReviewUnavailable, err)
 	}
 	var names []string
-	podLabels := labels.Set(pod.Labels)
 	for _, s := range svcs {
 		if len(s.Spec.Selector) == 0 || !labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) {
 			continue
@@ -44,12 +43,13 @@ func (a *Attestor) podDNSNames(ctx context.Context, ns, podName, podUID string) 
 	return names, nil
 }
 
-// tokenPod is the token's pod: from the watch cache when it holds the pod with
-// the token's UID (Config.WatchPods), else from the apiserver, which tells a
-// deleted or recreated pod (ErrPodGone) from one the watch has not delivered yet.
-func (a *Attestor) tokenPod(ctx context.Context, ns, podName, podUID string) (*corev1.Pod, error) {
-	if pod, ok := a.cachedPod(ns, podName, podUID); ok {
-		return pod, nil
+// tokenPodLabels are the labels of the token's pod: from the watch cache when
+// it holds the pod with the token's UID (Config.WatchPods), else from the
+// apiserver, which tells a deleted or recreated pod (ErrPodGone) from one the
+// watch has not delivered yet.
+func (a *Attestor) tokenPodLabels(ctx context.Context, ns, podName, podUID string) (labels.Set, error) {
+	if l, ok := a.cachedPodLabels(ns, podName, podUID); ok {
+		return l, nil
 	}
 	pod, err := a.cfg.Client.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
 	switch {
@@ -60,7 +60,7 @@ func (a *Attestor) tokenPod(ctx context.Context, ns, podName, podUID string) (*c
 	case podUID != "" && string(pod.UID) != podUID:
 		return nil, fmt.Errorf("%w: %s/%s was recreated", ErrPodGone, ns, podName)
 	}
-	return pod, nil
+	return pod.Labels, nil
 }
 
 // servicesIn reads the Services of ns from the informer when Run keeps one, else

@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
@@ -23,12 +24,12 @@ import (
 // (Config.WatchPods, once Run's informer has synced).
 func (a *Attestor) PodsCached() bool { return a.pods.get() != nil }
 
-// cachedPod returns ns/name from the watch cache if the cache has synced and
-// holds that pod with the token's UID. Otherwise ok is false and the caller
+// cachedPodLabels returns the labels of ns/name from the watch cache if the
+// cache has synced and holds that pod with the token's UID. Otherwise ok is false and the caller
 // GETs the pod: it may be newer than the watch has delivered, or the cache
 // may still hold a pod of the same name that was deleted and recreated; the
 // apiserver decides which (and so whether the token's pod is gone).
-func (a *Attestor) cachedPod(ns, name, uid string) (pod *corev1.Pod, ok bool) {
+func (a *Attestor) cachedPodLabels(ns, name, uid string) (labels.Set, bool) {
 	store := a.pods.get()
 	if store == nil || uid == "" {
 		return nil, false
@@ -41,7 +42,7 @@ func (a *Attestor) cachedPod(ns, name, uid string) (pod *corev1.Pod, ok bool) {
 	if !isMeta || string(m.UID) != uid {
 		return nil, false
 	}
-	return &corev1.Pod{ObjectMeta: m.ObjectMeta}, true
+	return m.Labels, true
 }
 
 // watchPods makes the trimmed Pod informer. With Config.Metadata it is a
