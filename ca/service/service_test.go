@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	pb "istio.io/api/security/v1alpha1"
 
+	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/catest"
 	"github.com/certmesh/certmesh/ca/service"
 	"github.com/certmesh/certmesh/identity"
@@ -254,6 +256,23 @@ func (f *fixture) signFor(t *testing.T, node *x509svid.SVID, id string) (*x509.C
 	return parseChain(t, resp.CertChain)[0], nil
 }
 
+// holdingSigner makes its first Sign wait until until is closed (or 10 s).
+type holdingSigner struct {
+	service.Signer
+	until <-chan struct{}
+	once  sync.Once
+}
+
+func (h *holdingSigner) Sign(p ca.SignParams) (*ca.Leaf, error) {
+	h.once.Do(func() {
+		select {
+		case <-h.until:
+		case <-time.After(10 * time.Second):
+		}
+	})
+	return h.Signer.Sign(p)
+}
+
 func TestOversizedMessageRefused(t *testing.T) {
 	f := newFixture(t)
 	_, err := f.dial(t, nil).CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: string(make([]byte, 2<<20))})
@@ -263,8 +282,15 @@ func TestOversizedMessageRefused(t *testing.T) {
 // TestStartStormIsShedNotFatal: with one signing slot and no queue, a burst
 // of requests gets ResourceExhausted with retry advice for those that do
 // not fit, and every caller that retries as advised gets its certificate.
+// The first signature holds its slot until some caller has been shed (10 s at
+// most): signing is fast enough that a burst could otherwise fit in the slot
+// one by one, and the test would depend on the machine's speed.
 func TestStartStormIsShedNotFatal(t *testing.T) {
-	f := newFixtureWith(t, func(c *service.Config) { c.MaxInFlight, c.QueueWait = 1, time.Millisecond })
+	firstShed := make(chan struct{})
+	f := newFixtureWith(t, func(c *service.Config) {
+		c.MaxInFlight, c.QueueWait = 1, time.Millisecond
+		c.CA = &holdingSigner{Signer: c.CA, until: firstShed}
+	})
 	svid := f.ca.SVID(t, "spiffe://example.org/storm/client", time.Hour)
 	client := f.dial(t, svid)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -281,7 +307,9 @@ func TestStartStormIsShedNotFatal(t *testing.T) {
 					errs <- err
 					return
 				}
-				shed.Add(1)
+				if shed.Add(1) == 1 {
+					close(firstShed)
+				}
 				if got := trailer.Get(service.RetryAfterKey); len(got) != 1 || got[0] != "500" {
 					errs <- fmt.Errorf("shed without retry advice: %v", got)
 					return
