@@ -60,7 +60,7 @@ func Start(t testing.TB, s Spec) *Proc {
 	cmd.Stdin = s.Stdin
 	cmd.SysProcAttr = SysProcAttr(s.UID)
 	cmd.SysProcAttr.Setpgid = true // Stop ends the whole group
-	p := &Proc{name: name, cmd: cmd, grace: s.StopGrace, out: &logBuf{}, errs: &logBuf{}, lines: newLineBuf(), done: make(chan struct{})}
+	p := &Proc{name: name, cmd: cmd, grace: s.StopGrace, out: &logBuf{trace: tracing()}, errs: &logBuf{}, lines: newLineBuf(), done: make(chan struct{})}
 	if p.grace == 0 {
 		p.grace = 10 * time.Second
 	}
@@ -88,6 +88,10 @@ func SysProcAttr(uid int) *syscall.SysProcAttr {
 	}
 	return a
 }
+
+// tracing: with -v and CERTMESH_TEST_TRACE set, every process's output is
+// copied to the test's stderr as it comes.
+func tracing() bool { return testing.Verbose() && os.Getenv("CERTMESH_TEST_TRACE") != "" }
 
 // ErrKilled is what Stop returns when the process ignored SIGINT for its
 // grace period and was killed.
@@ -182,8 +186,9 @@ func (p *Proc) waitErr() error {
 
 // logBuf keeps a process's output for failure messages, bounded.
 type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
+	mu    sync.Mutex
+	b     strings.Builder
+	trace bool // also copy to the test's stderr
 }
 
 func (l *logBuf) Write(b []byte) (int, error) {
@@ -191,6 +196,9 @@ func (l *logBuf) Write(b []byte) (int, error) {
 	defer l.mu.Unlock()
 	if l.b.Len() < maxKeptBytes {
 		l.b.Write(b)
+	}
+	if l.trace {
+		_, _ = os.Stderr.Write(b)
 	}
 	return len(b), nil
 }
