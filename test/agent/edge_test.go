@@ -34,7 +34,7 @@ func TestDevServesEdgeCertificateOverSDS(t *testing.T) {
 		"--acme-profile", "default", "--edge-domain", name, "--http01-addr", "127.0.0.1:"+strconv.Itoa(p.HTTPPort))
 
 	crt := filepath.Join(dir, "edge", name, "tls.crt")
-	harness.Poll{Timeout: 30 * time.Second, Detail: d}.WaitFor(t, "an edge certificate", func() bool {
+	harness.Poll{Timeout: 30 * time.Second, Detail: d.String}.WaitFor(t, "an edge certificate", func() bool {
 		_, err := os.Stat(crt)
 		return err == nil
 	})

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"fmt"
 	"testing"
 	"time"
 )
@@ -13,8 +12,9 @@ type Poll struct {
 	Timeout time.Duration
 	Every   time.Duration
 	Tries   int
-	// Detail, if set, is added to the failure message (a process's output).
-	Detail fmt.Stringer
+	// Detail, if set, is added to the failure message (a process's
+	// output: Detail: proc.String).
+	Detail func() string
 }
 
 // WaitFor polls cond every 50 ms until it holds and returns how long that
@@ -42,7 +42,7 @@ func (p Poll) WaitFor(t testing.TB, what string, cond func() bool) time.Duration
 		if timeUp || triesUp || p.Timeout == 0 && p.Tries == 0 {
 			detail := ""
 			if p.Detail != nil {
-				detail = "\n" + p.Detail.String()
+				detail = "\n" + p.Detail()
 			}
 			t.Fatalf("%s: not within %v (%d tries)%s", what, p.Timeout, try, detail)
 		}
