@@ -141,6 +141,7 @@ func waitParked(t *testing.T, clk *clocktesting.FakeClock, n int) {
 }
 
 func TestAgentGetsEveryRegisteredSVID(t *testing.T) {
+	t.Parallel()
 	c := startCA(t, t.TempDir(), "127.0.0.1:0")
 	a := startAgent(t, c, web, db)
 	for _, id := range []spiffeid.ID{web, db, nodeID} {
@@ -157,6 +158,7 @@ func TestAgentGetsEveryRegisteredSVID(t *testing.T) {
 }
 
 func TestAgentRotatesAtHalfLife(t *testing.T) {
+	t.Parallel()
 	c := startCA(t, t.TempDir(), "127.0.0.1:0")
 	a := startAgent(t, c, web)
 	before := serial(t, a.Agent, web)
@@ -185,6 +187,7 @@ func TestAgentRotatesAtHalfLife(t *testing.T) {
 }
 
 func TestAgentFollowsCARotation(t *testing.T) {
+	t.Parallel()
 	c := startCA(t, t.TempDir(), "127.0.0.1:0")
 	a := startAgent(t, c, web)
 	require.Len(t, a.X509Bundle().X509Authorities(), 1)
@@ -193,6 +196,8 @@ func TestAgentFollowsCARotation(t *testing.T) {
 	waitFor(t, "bundle with both roots", func() bool { return len(a.X509Bundle().X509Authorities()) == 2 })
 }
 
+// Not parallel: the CA comes back on the port it had, which another test
+// could take meanwhile.
 func TestAgentSurvivesCAOutage(t *testing.T) {
 	dir := t.TempDir()
 	c := startCA(t, dir, "127.0.0.1:0")
@@ -217,6 +222,7 @@ func TestAgentSurvivesCAOutage(t *testing.T) {
 }
 
 func TestExpiredSVIDIsNeverServed(t *testing.T) {
+	t.Parallel()
 	c := startCA(t, t.TempDir(), "127.0.0.1:0")
 	a := startAgent(t, c, web)
 	c.stop()
@@ -228,6 +234,7 @@ func TestExpiredSVIDIsNeverServed(t *testing.T) {
 }
 
 func TestJWTSVIDFromCA(t *testing.T) {
+	t.Parallel()
 	c := startCA(t, t.TempDir(), "127.0.0.1:0")
 	a := startAgent(t, c, web)
 	waitFor(t, "JWT bundle", func() bool { return !a.JWTBundle().Empty() })

@@ -25,6 +25,7 @@ import (
 var runnerID = spiffeid.RequireFromString("spiffe://example.org/test/runner")
 
 func TestWorkloadAPIWithGoSPIFFEClient(t *testing.T) {
+	t.Parallel()
 	d := startDev(t, harness.StateDir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -76,6 +77,7 @@ func (w watcher) OnX509ContextWatchError(error)                  {}
 func jwtParams(aud string) jwtsvid.Params { return jwtsvid.Params{Audience: aud} }
 
 func TestMTLSBetweenTwoUids(t *testing.T) {
+	t.Parallel()
 	d := startDev(t, harness.StateDir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -95,6 +97,7 @@ func TestMTLSBetweenTwoUids(t *testing.T) {
 }
 
 func TestUnregisteredUidGetsNothing(t *testing.T) {
+	t.Parallel()
 	d := startDev(t, harness.StateDir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -150,6 +153,7 @@ func TestOpenSSLHandshakeWithIssuedSVIDs(t *testing.T) {
 }
 
 func TestRestartReusesTheCA(t *testing.T) {
+	t.Parallel()
 	dir := harness.StateDir(t)
 	d := startDev(t, dir)
 	before, err := exec.Command(certmesh(t), "ca", "bundle", "--dir", dir).Output()
@@ -162,6 +166,7 @@ func TestRestartReusesTheCA(t *testing.T) {
 }
 
 func TestSecondServerOnSameDirRefused(t *testing.T) {
+	t.Parallel()
 	dir := harness.StateDir(t)
 	startDev(t, dir)
 	out, err := exec.Command(certmesh(t), "server", "--dir", dir, "--trust-domain", "example.org", "--listen", "127.0.0.1:0").CombinedOutput()

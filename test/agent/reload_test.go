@@ -20,6 +20,7 @@ import (
 // within seconds, a removed one is refused, a broken edit changes nothing,
 // and SIGHUP reloads (rather than ending the process).
 func TestRegistrationsReloadWithoutRestart(t *testing.T) {
+	t.Parallel()
 	regs := registrations(t, harness.Workload{})
 	d := startDevWith(t, harness.StateDir(t), regs)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
