@@ -21,12 +21,12 @@ type Spec struct {
 	Args  []string
 	UID   int      // run as this uid (and gid); 0: as the test
 	Env   []string // added to the test's environment
-	Stdin io.Reader
+	Stdin io.Reader // an *os.File is handed to the process as is
 	// StopGrace is how long Stop waits after SIGINT before SIGKILL; default 10 s.
 	StopGrace time.Duration
 }
 
-// maxKept bounds what a Proc keeps of its output.
+// What a Proc keeps of its output, at most.
 const (
 	maxKeptBytes = 1 << 20
 	maxKeptLines = 100_000
