@@ -19,8 +19,8 @@ type Spec struct {
 	Name  string // in failure messages; default: Path
 	Path  string
 	Args  []string
-	UID   int      // run as this uid (and gid); 0: as the test
-	Env   []string // added to the test's environment
+	UID   int       // run as this uid (and gid); 0: as the test
+	Env   []string  // added to the test's environment
 	Stdin io.Reader // an *os.File is handed to the process as is
 	// StopGrace is how long Stop waits after SIGINT before SIGKILL; default 10 s.
 	StopGrace time.Duration
