@@ -36,8 +36,10 @@ var errNotExistForTest = fs.ErrNotExist
 // redemption is durable before it returns, and a failed write un-redeems
 // exactly its batch.
 func TestRedemptionsAreGroupCommitted(t *testing.T) {
+	t.Parallel()
 	for _, fail := range []bool{false, true} {
 		t.Run(fmt.Sprintf("store fails=%v", fail), func(t *testing.T) {
+			t.Parallel()
 			store := &slowStore{}
 			j, err := NewJoinTokens(JoinTokensConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), Store: store})
 			require.NoError(t, err)

@@ -2,6 +2,7 @@ package sds_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"testing"
@@ -113,7 +114,7 @@ func serial(t *testing.T, a *sds.Agent, id spiffeid.ID) string {
 	return s.Certificates[0].SerialNumber.String()
 }
 
-// waitFor polls cond (bounded: 10 s) while nudging the fake clock's timers.
+// waitFor polls cond (bounded: 10 s).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -125,7 +126,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// parkedTimers is how many timers an agent with one workload keeps on its
+// clock while it is idle: its own SVID's and the workload's renewal, and
+// the acknowledgement reporter's.
+const parkedTimers = 3
+
+// waitParked waits (bounded: 10 s) until n timers wait on the fake clock,
+// that is until every goroutine of the agent that sleeps on it is parked
+// again: a Step then reaches all of them, and what the last one set off
+// is done.
+func waitParked(t *testing.T, clk *clocktesting.FakeClock, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d timers on the fake clock", n), func() bool { return clk.Waiters() == n })
+}
+
 func TestAgentGetsEveryRegisteredSVID(t *testing.T) {
+	t.Parallel()
 	c := startCA(t, t.TempDir(), "127.0.0.1:0")
 	a := startAgent(t, c, web, db)
 	for _, id := range []spiffeid.ID{web, db, nodeID} {
@@ -142,29 +158,23 @@ func TestAgentGetsEveryRegisteredSVID(t *testing.T) {
 }
 
 func TestAgentRotatesAtHalfLife(t *testing.T) {
+	t.Parallel()
 	c := startCA(t, t.TempDir(), "127.0.0.1:0")
 	a := startAgent(t, c, web)
 	before := serial(t, a.Agent, web)
 	changed := a.Changed()
 	start := a.clock.Now()
-	// Step the fake clock a minute at a time (other timers — the
-	// acknowledgement reporter's — share it, so waiting for "a timer" says
-	// nothing about the rotation's): the SVID (1h) must turn over at half
-	// its life, 30 minutes with the fixed jitter, and not before.
+	// Step the fake clock a minute at a time, each step once every timer
+	// of the agent is armed again (so whatever the last step set off, a
+	// renewal included, is done): the SVID (1h) must turn over at half its
+	// life, 30 minutes with the fixed jitter, and not before.
 	var rotatedAfter time.Duration
 	for step := 0; step < 40 && rotatedAfter == 0; step++ {
-		time.Sleep(20 * time.Millisecond)
+		waitParked(t, a.clock, parkedTimers)
 		a.clock.Step(time.Minute)
-		deadline := time.Now().Add(2 * time.Second)
-		for time.Now().Before(deadline) {
-			if serial(t, a.Agent, web) != before {
-				rotatedAfter = a.clock.Now().Sub(start)
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-			if a.clock.Now().Sub(start) < 29*time.Minute {
-				break // not due yet: no need to wait for it
-			}
+		waitParked(t, a.clock, parkedTimers)
+		if serial(t, a.Agent, web) != before {
+			rotatedAfter = a.clock.Now().Sub(start)
 		}
 	}
 	require.GreaterOrEqual(t, rotatedAfter, 30*time.Minute, "not before half-life")
@@ -177,6 +187,7 @@ func TestAgentRotatesAtHalfLife(t *testing.T) {
 }
 
 func TestAgentFollowsCARotation(t *testing.T) {
+	t.Parallel()
 	c := startCA(t, t.TempDir(), "127.0.0.1:0")
 	a := startAgent(t, c, web)
 	require.Len(t, a.X509Bundle().X509Authorities(), 1)
@@ -185,6 +196,8 @@ func TestAgentFollowsCARotation(t *testing.T) {
 	waitFor(t, "bundle with both roots", func() bool { return len(a.X509Bundle().X509Authorities()) == 2 })
 }
 
+// Not parallel: the CA comes back on the port it had, which another test
+// could take meanwhile.
 func TestAgentSurvivesCAOutage(t *testing.T) {
 	dir := t.TempDir()
 	c := startCA(t, dir, "127.0.0.1:0")
@@ -193,9 +206,10 @@ func TestAgentSurvivesCAOutage(t *testing.T) {
 	before := serial(t, a.Agent, web)
 	c.stop()
 
-	waitFor(t, "rotation timers", func() bool { return a.clock.HasWaiters() })
+	// With the CA gone the bundle stream's reconnect backoff is one more timer.
+	waitParked(t, a.clock, parkedTimers+1)
 	a.clock.Step(35 * time.Minute) // past half-life: renewal fails, backoff
-	time.Sleep(50 * time.Millisecond)
+	waitParked(t, a.clock, parkedTimers+1)
 	require.Equal(t, before, serial(t, a.Agent, web), "current SVID kept while the CA is down")
 
 	c2 := startCA(t, dir, addr)
@@ -208,6 +222,7 @@ func TestAgentSurvivesCAOutage(t *testing.T) {
 }
 
 func TestExpiredSVIDIsNeverServed(t *testing.T) {
+	t.Parallel()
 	c := startCA(t, t.TempDir(), "127.0.0.1:0")
 	a := startAgent(t, c, web)
 	c.stop()
@@ -219,6 +234,7 @@ func TestExpiredSVIDIsNeverServed(t *testing.T) {
 }
 
 func TestJWTSVIDFromCA(t *testing.T) {
+	t.Parallel()
 	c := startCA(t, t.TempDir(), "127.0.0.1:0")
 	a := startAgent(t, c, web)
 	waitFor(t, "JWT bundle", func() bool { return !a.JWTBundle().Empty() })

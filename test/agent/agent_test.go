@@ -1,12 +1,10 @@
 package agent_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -20,12 +18,15 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/stretchr/testify/require"
+
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 var runnerID = spiffeid.RequireFromString("spiffe://example.org/test/runner")
 
 func TestWorkloadAPIWithGoSPIFFEClient(t *testing.T) {
-	d := startDev(t, stateDir(t))
+	t.Parallel()
+	d := startDev(t, harness.StateDir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	client, err := workloadapi.New(ctx, workloadapi.WithAddr(d.socket))
@@ -56,7 +57,7 @@ func TestWorkloadAPIWithGoSPIFFEClient(t *testing.T) {
 	go func() { _ = client.WatchX509Context(wctx, watcher{updates}) }()
 	first := <-updates
 	require.Len(t, first.Bundles.Bundles()[0].X509Authorities(), 1)
-	out, err := exec.Command(bin.certmesh, "ca", "rotate", "--dir", d.dir).CombinedOutput()
+	out, err := exec.Command(certmesh(t), "ca", "rotate", "--dir", d.dir).CombinedOutput()
 	require.NoError(t, err, string(out))
 	select {
 	case next := <-updates:
@@ -76,47 +77,37 @@ func (w watcher) OnX509ContextWatchError(error)                  {}
 func jwtParams(aud string) jwtsvid.Params { return jwtsvid.Params{Audience: aud} }
 
 func TestMTLSBetweenTwoUids(t *testing.T) {
-	d := startDev(t, stateDir(t))
+	t.Parallel()
+	d := startDev(t, harness.StateDir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	server := runAs(ctx, uidDB, "-mode", "serve", "-socket", d.socket, "-peer", "spiffe://example.org/ns/default/sa/web")
-	stdout, err := server.StdoutPipe()
-	require.NoError(t, err)
-	var serverErr strings.Builder
-	server.Stderr = &serverErr
-	require.NoError(t, server.Start())
-	defer func() { _ = server.Process.Kill(); _ = server.Wait() }()
-	addr := ""
-	sc := bufio.NewScanner(stdout)
-	for addr == "" && sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
-			addr = v
-		}
-	}
-	require.NotEmpty(t, addr, "server did not start: %s", &serverErr)
+	server := harness.Start(t, harness.Spec{Name: "workload (serve)", Path: harness.Build(t, workloadPkg), UID: uidDB,
+		Args: []string{"-mode", "serve", "-socket", d.socket, "-peer", "spiffe://example.org/ns/default/sa/web"}})
+	addr := server.WaitLine(t, "listening ", 30*time.Second)
 
-	out, err := runAs(ctx, uidWeb, "-mode", "dial", "-socket", d.socket, "-addr", addr, "-peer", "spiffe://example.org/ns/default/sa/db").CombinedOutput()
+	out, err := runAs(ctx, t, uidWeb, "-mode", "dial", "-socket", d.socket, "-addr", addr, "-peer", "spiffe://example.org/ns/default/sa/db").CombinedOutput()
 	require.NoError(t, err, string(out))
 	require.Contains(t, string(out), "identity spiffe://example.org/ns/default/sa/web")
 	require.Contains(t, string(out), "reply hello spiffe://example.org/ns/default/sa/web, got ping")
 
 	// The web workload refuses a server that is not db: the runner's own
 	// identity is not what it asked for.
-	out, err = runAs(ctx, uidWeb, "-mode", "dial", "-socket", d.socket, "-addr", addr, "-peer", "spiffe://example.org/ns/default/sa/other").CombinedOutput()
+	out, err = runAs(ctx, t, uidWeb, "-mode", "dial", "-socket", d.socket, "-addr", addr, "-peer", "spiffe://example.org/ns/default/sa/other").CombinedOutput()
 	require.Error(t, err, "dial must fail when the server's ID is not the expected one: %s", out)
 }
 
 func TestUnregisteredUidGetsNothing(t *testing.T) {
-	d := startDev(t, stateDir(t))
+	t.Parallel()
+	d := startDev(t, harness.StateDir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := runAs(ctx, uidNoReg, "-mode", "fetch", "-socket", d.socket).CombinedOutput()
+	out, err := runAs(ctx, t, uidNoReg, "-mode", "fetch", "-socket", d.socket).CombinedOutput()
 	require.Error(t, err)
 	require.Contains(t, string(out), "PermissionDenied", string(out))
 }
 
 func TestOpenSSLHandshakeWithIssuedSVIDs(t *testing.T) {
-	d := startDev(t, stateDir(t))
+	d := startDev(t, harness.StateDir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(d.socket))
@@ -138,25 +129,21 @@ func TestOpenSSLHandshakeWithIssuedSVIDs(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), data, 0o600))
 	}
 	port := freePort(t)
-	srv := exec.CommandContext(ctx, "openssl", "s_server", "-accept", "127.0.0.1:"+port, "-cert", filepath.Join(dir, "svid.pem"), "-cert_chain", filepath.Join(dir, "chain.pem"),
-		"-key", filepath.Join(dir, "key.pem"), "-CAfile", filepath.Join(dir, "bundle.pem"), "-Verify", "2", "-verify_return_error", "-naccept", "1")
-	srvOut := &strings.Builder{}
-	srv.Stderr = srvOut
-	srvStdout, err := srv.StdoutPipe()
-	require.NoError(t, err)
 	// s_server ends at EOF on its stdin: keep it open for the handshake.
-	srvStdin, err := srv.StdinPipe()
+	stdin, keepOpen, err := os.Pipe()
 	require.NoError(t, err)
-	defer srvStdin.Close()
-	require.NoError(t, srv.Start())
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	waitForLine(t, srvStdout, "ACCEPT")
+	defer stdin.Close()
+	defer keepOpen.Close()
+	srv := harness.Start(t, harness.Spec{Name: "openssl s_server", Path: "openssl", Stdin: stdin,
+		Args: []string{"s_server", "-accept", "127.0.0.1:" + port, "-cert", filepath.Join(dir, "svid.pem"), "-cert_chain", filepath.Join(dir, "chain.pem"),
+			"-key", filepath.Join(dir, "key.pem"), "-CAfile", filepath.Join(dir, "bundle.pem"), "-Verify", "2", "-verify_return_error", "-naccept", "1"}})
+	srv.WaitLine(t, "ACCEPT", 20*time.Second)
 
 	cli := exec.CommandContext(ctx, "openssl", "s_client", "-connect", "127.0.0.1:"+port, "-cert", filepath.Join(dir, "svid.pem"), "-cert_chain", filepath.Join(dir, "chain.pem"),
 		"-key", filepath.Join(dir, "key.pem"), "-CAfile", filepath.Join(dir, "bundle.pem"), "-verify_return_error", "-brief")
 	cli.Stdin = strings.NewReader("hello\n")
 	out, err := cli.CombinedOutput()
-	require.NoError(t, err, "%s\nserver: %s", out, srvOut)
+	require.NoError(t, err, "%s\nserver: %s", out, srv.Stderr())
 	require.Contains(t, string(out), "Verification: OK")
 
 	leaf, _ := pem.Decode(certs)
@@ -166,21 +153,23 @@ func TestOpenSSLHandshakeWithIssuedSVIDs(t *testing.T) {
 }
 
 func TestRestartReusesTheCA(t *testing.T) {
-	dir := stateDir(t)
+	t.Parallel()
+	dir := harness.StateDir(t)
 	d := startDev(t, dir)
-	before, err := exec.Command(bin.certmesh, "ca", "bundle", "--dir", dir).Output()
+	before, err := exec.Command(certmesh(t), "ca", "bundle", "--dir", dir).Output()
 	require.NoError(t, err, "ca bundle works while dev runs")
 	d.stop(t)
 	startDev(t, dir)
-	after, err := exec.Command(bin.certmesh, "ca", "bundle", "--dir", dir).Output()
+	after, err := exec.Command(certmesh(t), "ca", "bundle", "--dir", dir).Output()
 	require.NoError(t, err)
 	require.Equal(t, string(before), string(after))
 }
 
 func TestSecondServerOnSameDirRefused(t *testing.T) {
-	dir := stateDir(t)
+	t.Parallel()
+	dir := harness.StateDir(t)
 	startDev(t, dir)
-	out, err := exec.Command(bin.certmesh, "server", "--dir", dir, "--trust-domain", "example.org", "--listen", "127.0.0.1:0").CombinedOutput()
+	out, err := exec.Command(certmesh(t), "server", "--dir", dir, "--trust-domain", "example.org", "--listen", "127.0.0.1:0").CombinedOutput()
 	require.Error(t, err)
 	require.Contains(t, string(out), "in use by another certmesh server")
 }
@@ -191,18 +180,4 @@ func freePort(t *testing.T) string {
 	require.NoError(t, err)
 	defer l.Close()
 	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
-}
-
-// waitForLine reads r until a line equals want (bounded by the reader's
-// process lifetime), then drains the rest in the background.
-func waitForLine(t *testing.T, r io.Reader, want string) {
-	t.Helper()
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		if strings.TrimSpace(sc.Text()) == want {
-			go func() { _, _ = io.Copy(io.Discard, r) }()
-			return
-		}
-	}
-	t.Fatalf("never saw %q", want)
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/certmesh/certmesh/edge/pebbletest"
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 // TestDevServesEdgeCertificateOverSDS runs certmesh dev against a real
@@ -27,20 +28,16 @@ func TestDevServesEdgeCertificateOverSDS(t *testing.T) {
 	caBundle := filepath.Join(t.TempDir(), "pebble-ca.pem")
 	require.NoError(t, os.WriteFile(caBundle, p.TLSRoot, 0o644))
 	const name = "shop.example.test"
-	dir := stateDir(t)
-	d := startDevWith(t, dir, registrations(t, "edgeCertificates: ["+name+"]"),
+	dir := harness.StateDir(t)
+	d := startDevWith(t, dir, registrations(t, harness.Workload{EdgeCertificates: []string{name}}),
 		"--acme-directory", p.DirectoryURL, "--acme-email", "ops@example.com", "--acme-ca-bundle", caBundle,
 		"--acme-profile", "default", "--edge-domain", name, "--http01-addr", "127.0.0.1:"+strconv.Itoa(p.HTTPPort))
 
 	crt := filepath.Join(dir, "edge", name, "tls.crt")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(crt); err == nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "no edge certificate after 30s: %s", d.stderr)
-		time.Sleep(50 * time.Millisecond)
-	}
+	harness.Poll{Timeout: 30 * time.Second, Detail: d.String}.WaitFor(t, "an edge certificate", func() bool {
+		_, err := os.Stat(crt)
+		return err == nil
+	})
 	fi, err := os.Stat(filepath.Join(dir, "edge", name, "tls.key"))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 // TestRegistrationsReloadWithoutRestart edits the registrations file of a
@@ -18,12 +20,13 @@ import (
 // within seconds, a removed one is refused, a broken edit changes nothing,
 // and SIGHUP reloads (rather than ending the process).
 func TestRegistrationsReloadWithoutRestart(t *testing.T) {
-	regs := registrations(t)
-	d := startDevWith(t, stateDir(t), regs)
+	t.Parallel()
+	regs := registrations(t, harness.Workload{})
+	d := startDevWith(t, harness.StateDir(t), regs)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	fetch := func(uid uint32) (string, error) {
-		out, err := runAs(ctx, uid, "-mode", "fetch", "-socket", d.socket).CombinedOutput()
+	fetch := func(uid int) (string, error) {
+		out, err := runAs(ctx, t, uid, "-mode", "fetch", "-socket", d.socket).CombinedOutput()
 		return string(out), err
 	}
 	out, err := fetch(uidNoReg)
@@ -47,7 +50,7 @@ func TestRegistrationsReloadWithoutRestart(t *testing.T) {
 	require.NoError(t, err, out)
 	require.Contains(t, out, "identity spiffe://example.org/ns/default/sa/late")
 	status := func() string {
-		out, err := exec.Command(bin.certmesh, "status", "--dir", d.dir).CombinedOutput()
+		out, err := exec.Command(certmesh(t), "status", "--dir", d.dir).CombinedOutput()
 		require.NoError(t, err, string(out))
 		return string(out)
 	}
@@ -57,14 +60,11 @@ func TestRegistrationsReloadWithoutRestart(t *testing.T) {
 
 	// SIGHUP reloads at once and the process lives on.
 	replaceFile(t, regs, edited(fmt.Sprintf("  - spiffeID: spiffe://example.org/ns/default/sa/web\n    uid: %d\n", uidWeb)))
-	require.NoError(t, d.cmd.Process.Signal(syscall.SIGHUP))
+	require.NoError(t, d.Signal(syscall.SIGHUP))
 	waitFetch(t, fetch, uidWeb, "identity spiffe://example.org/ns/default/sa/web")
 	require.NotContains(t, status(), "NOT in force")
-	select {
-	case err := <-d.done:
-		d.done <- err
-		t.Fatalf("certmesh dev ended on SIGHUP: %v", err)
-	default:
+	if d.Exited() {
+		t.Fatalf("certmesh dev ended on SIGHUP: %v", d.Stop())
 	}
 }
 
@@ -75,15 +75,12 @@ func replaceFile(t *testing.T, path, body string) {
 }
 
 // waitFetch retries a fetch as uid (bounded: 20 tries, 10 s) until it prints want.
-func waitFetch(t *testing.T, fetch func(uint32) (string, error), uid uint32, want string) {
+func waitFetch(t *testing.T, fetch func(int) (string, error), uid int, want string) {
 	t.Helper()
 	var out string
-	for range 20 {
+	harness.Poll{Every: 500 * time.Millisecond, Tries: 20}.WaitFor(t, fmt.Sprintf("uid %d gets %q", uid, want), func() bool {
 		var err error
-		if out, err = fetch(uid); err == nil && strings.Contains(out, want) {
-			return
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Fatalf("uid %d never got %q; last: %s", uid, want, out)
+		out, err = fetch(uid)
+		return err == nil && strings.Contains(out, want)
+	})
 }

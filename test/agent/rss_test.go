@@ -17,6 +17,8 @@ import (
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 const secretType = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -40,10 +42,10 @@ func BenchmarkAgentStreams(b *testing.B) {
 }
 
 func benchStreams(b *testing.B, n int) {
-	dir := stateDir(b)
+	dir := harness.StateDir(b)
 	d := startDev(b, dir)
 	defer d.stop(b)
-	idle := rssKiB(b, d.cmd.Process.Pid)
+	idle := rssKiB(b, d.Pid())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -71,11 +73,11 @@ func benchStreams(b *testing.B, n int) {
 		}(conns[len(conns)-1])
 	}
 	waitN(b, ready, n, 60*time.Second, "streams to receive their first secrets")
-	loaded := rssKiB(b, d.cmd.Process.Pid)
+	loaded := rssKiB(b, d.Pid())
 	b.ReportMetric(float64(loaded-idle)*1024/float64(n), "agent-rss-bytes/stream")
 
 	start := time.Now()
-	if out, err := exec.Command(bin.certmesh, "ca", "rotate", "--dir", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command(certmesh(b), "ca", "rotate", "--dir", dir).CombinedOutput(); err != nil {
 		b.Fatalf("rotate: %v %s", err, out)
 	}
 	lat := make([]time.Duration, 0, n)

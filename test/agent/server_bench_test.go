@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -28,6 +27,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/catest"
 	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 // BenchmarkCAServerPerCore measures signing through the gRPC service as an
@@ -77,40 +77,27 @@ func floorMicros(b *testing.B, n int) float64 {
 }
 
 func startServerProcess(b *testing.B) (addr, dir string, pid int) {
-	dir = stateDir(b)
-	cmd := exec.Command(bin.certmesh, "server", "--dir", dir, "--trust-domain", "example.org", "--listen", "127.0.0.1:0")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if _, rest, ok := strings.Cut(sc.Text(), " listening on "); ok {
+	dir = harness.StateDir(b)
+	p := harness.Start(b, harness.Spec{Name: "certmesh server", Path: certmesh(b),
+		Args: []string{"server", "--dir", dir, "--trust-domain", "example.org", "--listen", "127.0.0.1:0"}})
+	for {
+		line := p.WaitLine(b, "", 30*time.Second)
+		if _, rest, ok := strings.Cut(line, " listening on "); ok {
 			addr, _, _ = strings.Cut(rest, " ")
-			go func() {
-				for sc.Scan() {
-				}
-			}()
-			return addr, dir, cmd.Process.Pid
+			return addr, dir, p.Pid()
 		}
 	}
-	b.Fatal("server printed no listen address")
-	return "", "", 0
 }
 
 // renewalClient joins with a token, then returns a client that presents the
 // SVID it got, as a renewing agent does.
 func renewalClient(b *testing.B, addr, dir string) pb.IstioCertificateServiceClient {
 	id := spiffeid.RequireFromString("spiffe://example.org/bench/client")
-	tok, err := exec.Command(bin.certmesh, "token", "create", "--dir", dir, "--id", id.String(), "--ttl", "1m").Output()
+	tok, err := exec.Command(certmesh(b), "token", "create", "--dir", dir, "--id", id.String(), "--ttl", "1m").Output()
 	if err != nil {
 		b.Fatal(err)
 	}
-	bundlePEM, err := exec.Command(bin.certmesh, "ca", "bundle", "--dir", dir).Output()
+	bundlePEM, err := exec.Command(certmesh(b), "ca", "bundle", "--dir", dir).Output()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/certmesh/certmesh/edge"
 	"github.com/certmesh/certmesh/edge/pebbletest"
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 // TestDrillACMETrouble: Pebble refuses 30% of nonces while certificates are
@@ -41,7 +42,7 @@ func TestDrillACMETrouble(t *testing.T) {
 	start := time.Now()
 	m1 := runManager(t, cfg)
 	for _, s := range specs {
-		waitFor(t, m1, s.Name, 60*time.Second, func(st edge.CertStatus) bool { return !st.NotAfter.IsZero() })
+		waitServed(t, m1, s.Name, 60*time.Second, func(st edge.CertStatus) bool { return !st.NotAfter.IsZero() })
 	}
 	stormTook := time.Since(start)
 	m1.stop()
@@ -112,7 +113,7 @@ func runManager(t *testing.T, cfg edge.Config) managerRun {
 	return managerRun{Manager: m, stop: stop}
 }
 
-func waitFor(t *testing.T, m managerRun, name string, limit time.Duration, cond func(edge.CertStatus) bool) edge.Served {
+func waitServed(t *testing.T, m managerRun, name string, limit time.Duration, cond func(edge.CertStatus) bool) edge.Served {
 	t.Helper()
 	waitStatus(t, m.Manager, name, limit, cond)
 	sv, ok := m.Lookup(name)
@@ -122,16 +123,18 @@ func waitFor(t *testing.T, m managerRun, name string, limit time.Duration, cond 
 
 func waitStatus(t *testing.T, m *edge.Manager, name string, limit time.Duration, cond func(edge.CertStatus) bool) edge.CertStatus {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
+	var got edge.CertStatus
+	detail := func() string { return fmt.Sprintf("%+v", m.Status()) }
+	harness.Poll{Timeout: limit, Detail: detail}.WaitFor(t, name+": condition", func() bool {
 		for _, st := range m.Status() {
 			if st.Name == name && cond(st) {
-				return st
+				got = st
+				return true
 			}
 		}
-		require.True(t, time.Now().Before(deadline), "%s: condition not met within %v: %+v", name, limit, m.Status())
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false
+	})
+	return got
 }
 
 // metricVec sums a counter family across its labels.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/stretchr/testify/require"
+
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 // TestDrillServerCrash: a CA server is killed with SIGKILL while an agent
@@ -23,40 +25,37 @@ import (
 // without a valid SVID, the restarted server is the same CA, and the agent
 // renews from it by itself.
 func TestDrillServerCrash(t *testing.T) {
-	dir := stateDir(t)
+	dir := harness.StateDir(t)
 	regs := registrations(t)
 	addr := freeAddr(t)
 	serverArgs := []string{"server", "--dir", dir, "--trust-domain", "example.org", "--registrations", regs, "--listen", addr, "--svid-ttl", "1m", "--max-ttl", "1m"}
-	srv := start(t, -1, bin.certmesh, serverArgs...)
-	srv.expect(t, "certmesh CA for example.org", 30*time.Second)
+	srv := start(t, 0, certmesh(t), serverArgs...)
+	srv.WaitLine(t, "certmesh CA for example.org", 30*time.Second)
 	bundleBefore := run(t, "ca", "bundle", "--dir", dir)
 	bundleFile := filepath.Join(t.TempDir(), "bundle.pem")
 	require.NoError(t, os.WriteFile(bundleFile, []byte(bundleBefore), 0o644))
 	token := strings.TrimSpace(run(t, "token", "create", "--dir", dir, "--id", "spiffe://example.org/certmesh/node/drill", "--ttl", "1m"))
 	socket := filepath.Join(dir, "agent.sock")
-	agent := start(t, -1, bin.certmesh, "agent", "--server", addr, "--socket", socket, "--join-token", token,
+	agent := start(t, 0, certmesh(t), "agent", "--server", addr, "--socket", socket, "--join-token", token,
 		"--trust-domain", "example.org", "--trust-bundle", bundleFile, "--registrations", regs, "--svid-ttl", "1m")
-	agent.expect(t, "SPIFFE_ENDPOINT_SOCKET=", 30*time.Second)
+	agent.WaitLine(t, "SPIFFE_ENDPOINT_SOCKET=", 30*time.Second)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	probe := startProbe(ctx, "unix://"+socket)
 	time.Sleep(3 * time.Second)
 	first := probe.serial()
-	srv.kill() // SIGKILL, mid-stream for the agent
+	srv.Kill() // SIGKILL, mid-stream for the agent
 	time.Sleep(10 * time.Second)
-	srv2 := start(t, -1, bin.certmesh, serverArgs...)
-	srv2.expect(t, "certmesh CA for example.org", 30*time.Second)
+	srv2 := start(t, 0, certmesh(t), serverArgs...)
+	srv2.WaitLine(t, "certmesh CA for example.org", 30*time.Second)
 	require.Equal(t, bundleBefore, run(t, "ca", "bundle", "--dir", dir), "the restarted server is the same CA")
-	deadline := time.Now().Add(60 * time.Second)
-	for probe.serial() == first {
-		require.True(t, time.Now().Before(deadline), "the agent did not renew from the restarted server within 60s: %s", agent.stderr)
-		time.Sleep(100 * time.Millisecond)
-	}
+	harness.Poll{Timeout: 60 * time.Second, Every: 100 * time.Millisecond, Detail: agent.String}.WaitFor(t,
+		"the agent to renew from the restarted server", func() bool { return probe.serial() != first })
 	cancel()
 	probe.wg.Wait()
 	ops, gaps := probe.ops.Load(), probe.gaps.Load()
 	record(row{Drill: "2. server crash", Injected: "SIGKILL of `certmesh server` with an agent streaming from it; restart after 10 s on the same dir and port",
-		Ops: int(ops), Failed: int(gaps), MustBeZero: true, Worst: "-", PeakMem: peakRSS(agent.cmd.Process.Pid) + " (agent)",
+		Ops: int(ops), Failed: int(gaps), MustBeZero: true, Worst: "-", PeakMem: peakRSS(agent.Pid()) + " (agent)",
 		Notes: "probes: Workload API fetches every 10 ms, each must return an unexpired SVID; same CA after restart; agent renewed by itself. ACME order kill not drilled yet"})
 	require.Zero(t, gaps, "moments without a valid SVID: %s", probe.firstErr.Load())
 	require.Greater(t, ops, int64(100))
@@ -64,7 +63,7 @@ func TestDrillServerCrash(t *testing.T) {
 
 func run(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(bin.certmesh, args...).Output()
+	out, err := exec.Command(certmesh(t), args...).Output()
 	require.NoError(t, err, "certmesh %v", args)
 	return string(out)
 }

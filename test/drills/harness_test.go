@@ -6,20 +6,16 @@
 package drills
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 var (
@@ -27,32 +23,22 @@ var (
 	report = flag.String("drill.report", "", "write the drill table (markdown) to this file")
 )
 
-var bin struct{ certmesh, handshaker string }
+const handshakerPkg = "github.com/certmesh/certmesh/test/drills/handshaker"
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "certmesh-drill-bin-")
-	if err != nil {
-		panic(err)
-	}
-	bin.certmesh, bin.handshaker = filepath.Join(dir, "certmesh"), filepath.Join(dir, "handshaker")
-	for out, pkg := range map[string]string{bin.certmesh: "../../cmd/certmesh", bin.handshaker: "./handshaker"} {
-		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
-			os.Exit(1)
-		}
-	}
-	_ = os.Chmod(dir, 0o755)
-	code := m.Run()
+	code := harness.Main(m, harness.CertmeshPkg, handshakerPkg)
 	if *report != "" {
 		if err := writeReport(*report); err != nil {
 			fmt.Fprintln(os.Stderr, "drill report:", err)
 			code = 1
 		}
 	}
-	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+func certmesh(t testing.TB) string   { return harness.Binary(t) }
+func handshaker(t testing.TB) string { return harness.Build(t, handshakerPkg) }
 
 // row is one line of the drill report.
 type row struct {
@@ -106,88 +92,16 @@ const (
 	backendID = "spiffe://example.org/ns/shop/sa/backend"
 )
 
-// stateDir is a directory other uids can traverse, so they reach the socket.
-func stateDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "certmesh-drill-")
-	require.NoError(t, err)
-	require.NoError(t, os.Chmod(d, 0o755))
-	t.Cleanup(func() { _ = os.RemoveAll(d) })
-	return d
-}
-
 func registrations(t testing.TB) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "regs.yaml")
-	require.NoError(t, os.WriteFile(p, []byte(fmt.Sprintf(`trustDomain: example.org
-workloads:
-  - spiffeID: spiffe://example.org/drill/runner
-    uid: %d
-  - spiffeID: %s
-    uid: %d
-  - spiffeID: %s
-    uid: %d
-`, os.Getuid(), gatewayID, uidGateway, backendID, uidBackend)), 0o644))
-	return p
+	return harness.Registrations(t, "example.org",
+		harness.Workload{ID: "spiffe://example.org/drill/runner", UID: os.Getuid()},
+		harness.Workload{ID: gatewayID, UID: uidGateway},
+		harness.Workload{ID: backendID, UID: uidBackend})
 }
 
-// proc is a started process with its output captured.
-type proc struct {
-	cmd    *exec.Cmd
-	lines  chan string
-	stderr *strings.Builder
-	done   chan error
-}
-
-func start(t testing.TB, uid int, name string, args ...string) *proc {
+// start runs path with args as uid (0: as the test) until the test ends.
+func start(t testing.TB, uid int, path string, args ...string) *harness.Proc {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	if uid >= 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
-	} else {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL // never outlive the test binary
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	p := &proc{cmd: cmd, lines: make(chan string, 1024), stderr: &strings.Builder{}, done: make(chan error, 1)}
-	cmd.Stderr = p.stderr
-	require.NoError(t, cmd.Start())
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-		close(p.lines)
-	}()
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() { p.kill() })
-	return p
-}
-
-func (p *proc) kill() {
-	if p.cmd.Process != nil {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-		}
-	}
-}
-
-// expect waits (bounded) for a line with prefix and returns the rest.
-func (p *proc) expect(t testing.TB, prefix string, limit time.Duration) string {
-	t.Helper()
-	deadline := time.After(limit)
-	for {
-		select {
-		case l, ok := <-p.lines:
-			require.True(t, ok, "process ended before printing %q: %s", prefix, p.stderr)
-			if v, found := strings.CutPrefix(l, prefix); found {
-				return v
-			}
-		case <-deadline:
-			t.Fatalf("no %q within %v: %s", prefix, limit, p.stderr)
-		}
-	}
+	return harness.Start(t, harness.Spec{Path: path, Args: args, UID: uid})
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 // TestDrillHostileInput: 10,000 connections that send nothing, a 100 MB
@@ -36,12 +37,12 @@ import (
 func TestDrillHostileInput(t *testing.T) {
 	raiseFileLimit(t, 12000)
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	dir := stateDir(t)
+	dir := harness.StateDir(t)
 	addr := freeAddr(t)
 	// A separate process, so that its 10,000 sockets and ours each fit
 	// under the per-process file limit.
-	srv := start(t, -1, bin.certmesh, "server", "--dir", dir, "--trust-domain", "example.org", "--listen", addr)
-	srv.expect(t, "certmesh CA for example.org", 30*time.Second)
+	srv := start(t, 0, certmesh(t), "server", "--dir", dir, "--trust-domain", "example.org", "--listen", addr)
+	srv.WaitLine(t, "certmesh CA for example.org", 30*time.Second)
 	roots, err := ca.ParseCertsPEM([]byte(run(t, "ca", "bundle", "--dir", dir)))
 	require.NoError(t, err)
 	newToken := func(id string) string {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 type summary struct {
@@ -26,21 +28,21 @@ type summary struct {
 // runs through its phases. Short: through the switch and the workloads'
 // move to SVIDs of the new root. Full: until the old root is retired.
 func TestDrillRootRotationUnderTraffic(t *testing.T) {
-	dir := stateDir(t)
-	dev := start(t, -1, bin.certmesh, "dev", "--dir", dir, "--trust-domain", "example.org", "--registrations", registrations(t),
+	dir := harness.StateDir(t)
+	dev := start(t, 0, certmesh(t), "dev", "--dir", dir, "--trust-domain", "example.org", "--registrations", registrations(t),
 		"--listen", "127.0.0.1:0", "--rotation-overlap", "3s", "--svid-ttl", "1m", "--max-ttl", "1m")
-	socket := dev.expect(t, "SPIFFE_ENDPOINT_SOCKET=", 30*time.Second)
-	backend := start(t, uidBackend, bin.handshaker, "-mode", "serve", "-socket", socket, "-peer", gatewayID)
-	addr := backend.expect(t, "listening ", 30*time.Second)
+	socket := dev.WaitLine(t, "SPIFFE_ENDPOINT_SOCKET=", 30*time.Second)
+	backend := start(t, uidBackend, handshaker(t), "-mode", "serve", "-socket", socket, "-peer", gatewayID)
+	addr := backend.WaitLine(t, "listening ", 30*time.Second)
 
 	duration := 45 * time.Second
 	if *full {
 		duration = 8 * time.Minute
 	}
-	gateway := start(t, uidGateway, bin.handshaker, "-mode", "dial", "-socket", socket, "-addr", addr, "-peer", backendID,
+	gateway := start(t, uidGateway, handshaker(t), "-mode", "dial", "-socket", socket, "-addr", addr, "-peer", backendID,
 		"-duration", duration.String(), "-every", "5ms")
 	time.Sleep(3 * time.Second)
-	out, err := exec.Command(bin.certmesh, "ca", "rotate", "--dir", dir).CombinedOutput()
+	out, err := exec.Command(certmesh(t), "ca", "rotate", "--dir", dir).CombinedOutput()
 	require.NoError(t, err, string(out))
 	t0 := time.Now()
 	waitPhase(t, dir, "retiring", 60*time.Second)
@@ -50,9 +52,9 @@ func TestDrillRootRotationUnderTraffic(t *testing.T) {
 	}
 
 	var s summary
-	line := gateway.expect(t, "{", duration+time.Minute)
+	line := gateway.WaitLine(t, "{", duration+time.Minute)
 	require.NoError(t, json.Unmarshal([]byte("{"+line), &s))
-	peak := peakRSS(dev.cmd.Process.Pid)
+	peak := peakRSS(dev.Pid())
 	record(row{Drill: "1. root rotation under traffic", Injected: "`certmesh ca rotate` (overlap 3s, SVID TTL 1m) during mTLS every 5 ms + a held connection",
 		Ops: s.Ops, Failed: s.Failures, MustBeZero: true, Worst: fmt.Sprintf("%d ms", s.WorstMs), PeakMem: peak,
 		Notes: fmt.Sprintf("workload SVIDs from %d intermediates used", s.Issuers)})
@@ -64,20 +66,18 @@ func TestDrillRootRotationUnderTraffic(t *testing.T) {
 // waitPhase polls `certmesh ca inspect -o json` until the rotation phase is want.
 func waitPhase(t *testing.T, dir, want string, limit time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		out, err := exec.Command(bin.certmesh, "ca", "inspect", "--dir", dir, "-o", "json").Output()
-		require.NoError(t, err)
-		var st struct {
-			Phase string `json:"phase"`
-		}
-		require.NoError(t, json.Unmarshal(out, &st))
-		if st.Phase == want {
-			return
-		}
-		require.True(t, time.Now().Before(deadline), "rotation phase %q, waited %v for %q", st.Phase, limit, want)
-		time.Sleep(200 * time.Millisecond)
-	}
+	var phase string
+	harness.Poll{Timeout: limit, Every: 200 * time.Millisecond, Detail: func() string { return "last phase: " + phase }}.WaitFor(t,
+		fmt.Sprintf("rotation phase %q", want), func() bool {
+			out, err := exec.Command(certmesh(t), "ca", "inspect", "--dir", dir, "-o", "json").Output()
+			require.NoError(t, err)
+			var st struct {
+				Phase string `json:"phase"`
+			}
+			require.NoError(t, json.Unmarshal(out, &st))
+			phase = st.Phase
+			return phase == want
+		})
 }
 
 // peakRSS reads a process's peak resident memory (VmHWM).

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/certmesh/certmesh/edge/pebbletest"
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 // The mesh of the test: who runs as which uid, and the identities the
@@ -41,7 +42,7 @@ type chain struct {
 	pebble      *pebbletest.Pebble
 	dir         string // certmesh state directory
 	devArgs     []string
-	dev         *proc
+	dev         *harness.Proc
 	socket      string // unix://…/agent.sock
 	metricsAddr string
 	app         *app
@@ -49,7 +50,7 @@ type chain struct {
 	wire        *tap   // between gateway and sidecar: what an eavesdropper on the hop sees
 	gateway     string // gateway's ghostunnel client (plain in, mTLS out)
 	edge        string // edge TLS terminator (public certificate)
-	edgeProc    *proc
+	edgeProc    *harness.Proc
 	rootFile    string // Pebble's root: what a browser would trust
 	ghostunnel  string
 }
@@ -65,7 +66,7 @@ func startChain(t testing.TB, opts chainOpts) *chain {
 	requireRoot(t)
 	c := &chain{ghostunnel: toolForUids(t, "ghostunnel", "test/tools/ghostunnel.sh")}
 	c.pebble = pebbletest.Start(t, pebbletest.Options{})
-	c.dir = stateDir(t)
+	c.dir = harness.StateDir(t)
 	c.rootFile = filepath.Join(c.dir, "pebble-root.pem")
 	require.NoError(t, os.WriteFile(c.rootFile, c.pebble.Root(t), 0o644))
 	c.startDev(t, opts)
@@ -78,16 +79,6 @@ func startChain(t testing.TB, opts chainOpts) *chain {
 	c.edge, c.edgeProc = c.startEdge(t, c.gateway)
 	c.waitThrough(t, 30*time.Second)
 	return c
-}
-
-// stateDir is a directory other uids can traverse, so they reach the socket.
-func stateDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "certmesh-e2e-")
-	require.NoError(t, err)
-	require.NoError(t, os.Chmod(d, 0o755))
-	t.Cleanup(func() { _ = os.RemoveAll(d) })
-	return d
 }
 
 func (c *chain) writeRegistrations(t testing.TB) string {
@@ -129,21 +120,19 @@ func (c *chain) startDev(t testing.TB, opts chainOpts) {
 func (c *chain) restartDev(t testing.TB) {
 	t.Helper()
 	if c.dev != nil {
-		c.dev.stop()
+		_ = c.dev.Stop()
 	}
-	c.dev = start(t, spec{name: "certmesh dev", bin: bin.certmesh, args: c.devArgs})
-	c.socket = c.dev.waitLine(t, "SPIFFE_ENDPOINT_SOCKET=", 30*time.Second)
+	c.dev = harness.Start(t, harness.Spec{Name: "certmesh dev", Path: harness.Binary(t), Args: c.devArgs})
+	c.socket = c.dev.WaitLine(t, "SPIFFE_ENDPOINT_SOCKET=", 30*time.Second)
 }
 
 func (c *chain) edgeFile(name string) string { return filepath.Join(c.dir, "edge", host, name) }
 
 func (c *chain) waitEdgeFiles(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !fileExists(c.edgeFile("tls.key")) || !fileExists(c.edgeFile("tls.crt")) {
-		require.True(t, time.Now().Before(deadline), "no edge certificate after %s\n%s", timeout, c.dev)
-		time.Sleep(100 * time.Millisecond)
-	}
+	harness.Poll{Timeout: timeout, Every: 100 * time.Millisecond, Detail: c.dev.String}.WaitFor(t, "an edge certificate", func() bool {
+		return fileExists(c.edgeFile("tls.key")) && fileExists(c.edgeFile("tls.crt"))
+	})
 }
 
 // edgeLeaf is the leaf certmesh stored for the host.
@@ -161,7 +150,7 @@ func (c *chain) edgeLeaf(t testing.TB) *x509.Certificate {
 func (c *chain) startSidecar(t testing.TB) string {
 	t.Helper()
 	addr := freeAddr(t)
-	start(t, spec{name: "sidecar (backend)", bin: c.ghostunnel, uid: uidBackend, args: []string{"server",
+	harness.Start(t, harness.Spec{Name: "sidecar (backend)", Path: c.ghostunnel, UID: uidBackend, Args: []string{"server",
 		"--listen", addr, "--target", c.app.addr(), "--use-workload-api-addr", c.socket,
 		"--allow-uri", gatewayID, "--quiet", "conns"}})
 	return addr
@@ -172,7 +161,7 @@ func (c *chain) startSidecar(t testing.TB) string {
 func (c *chain) startGateway(t testing.TB, uid int, target string) string {
 	t.Helper()
 	addr := freeAddr(t)
-	start(t, spec{name: fmt.Sprintf("gateway (uid %d)", uid), bin: c.ghostunnel, uid: uid, args: []string{"client",
+	harness.Start(t, harness.Spec{Name: fmt.Sprintf("gateway (uid %d)", uid), Path: c.ghostunnel, UID: uid, Args: []string{"client",
 		"--listen", addr, "--target", target, "--use-workload-api-addr", c.socket,
 		"--verify-uri", backendID, "--quiet", "conns"}})
 	return addr
@@ -180,10 +169,10 @@ func (c *chain) startGateway(t testing.TB, uid int, target string) string {
 
 // startEdge terminates public TLS with the certificate certmesh wrote,
 // re-reading the files every second so a renewal is picked up.
-func (c *chain) startEdge(t testing.TB, target string) (string, *proc) {
+func (c *chain) startEdge(t testing.TB, target string) (string, *harness.Proc) {
 	t.Helper()
 	addr := freeAddr(t)
-	p := start(t, spec{name: "edge terminator", bin: c.ghostunnel, args: []string{"server",
+	p := harness.Start(t, harness.Spec{Name: "edge terminator", Path: c.ghostunnel, Args: []string{"server",
 		"--listen", addr, "--target", target, "--cert", c.edgeFile("tls.crt"), "--key", c.edgeFile("tls.key"),
 		"--disable-authentication", "--timed-reload", "1s", "--quiet", "conns"}})
 	return addr, p

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 var demoFor = flag.Duration("e2e.demo-for", time.Hour, "TestDemo: stop after this long even without Ctrl-C")
@@ -40,7 +42,7 @@ Look inside:
   SPIFFE_ENDPOINT_SOCKET=%[8]s   (the agent's Workload API)
 
 Ctrl-C stops everything (or it stops by itself after %[9]s).
-`, host, gatewayID, c.rootFile, port, bin.certmesh, c.dir, c.metricsAddr, c.socket, *demoFor)
+`, host, gatewayID, c.rootFile, port, harness.Binary(t), c.dir, c.metricsAddr, c.socket, *demoFor)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	select {

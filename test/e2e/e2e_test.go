@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 // TestEncryptedChain is the end-to-end proof. The subtests share one chain and
@@ -99,7 +101,7 @@ func TestEncryptedChain(t *testing.T) {
 	t.Run("renewal and rotation under load fail no request", func(t *testing.T) {
 		load := startLoad(t, c.client(t, false), c.url())
 		sidecarBefore := servedLeaf(t, c.sidecar, "").SerialNumber
-		waitUntil(t, 75*time.Second, "the sidecar to present a rotated SVID", func() bool {
+		harness.Poll{Timeout: 75 * time.Second, Every: 250 * time.Millisecond}.WaitFor(t, "the sidecar to present a rotated SVID", func() bool {
 			return servedLeaf(t, c.sidecar, "").SerialNumber.Cmp(sidecarBefore) != 0
 		})
 		okAfterRotation := load.ok.Load()
@@ -110,11 +112,11 @@ func TestEncryptedChain(t *testing.T) {
 		// Pebble answers ARI with Retry-After: 6h, so a running certmesh would only
 		// ask again in six hours: restart it (as an upgrade would) to ask now.
 		c.restartDev(t)
-		waitUntil(t, 60*time.Second, "certmesh to store a renewed edge certificate", func() bool {
+		harness.Poll{Timeout: 60 * time.Second, Every: 250 * time.Millisecond}.WaitFor(t, "certmesh to store a renewed edge certificate", func() bool {
 			return c.edgeLeaf(t).SerialNumber.Cmp(old.SerialNumber) != 0
 		})
 		renewed := c.edgeLeaf(t)
-		waitUntil(t, 15*time.Second, "the terminator to serve the renewed certificate", func() bool {
+		harness.Poll{Timeout: 15 * time.Second, Every: 250 * time.Millisecond}.WaitFor(t, "the terminator to serve the renewed certificate", func() bool {
 			return servedLeaf(t, c.edge, host).SerialNumber.Cmp(renewed.SerialNumber) == 0
 		})
 		time.Sleep(time.Second) // requests over the new certificate too
@@ -165,7 +167,7 @@ daemon_mode = false
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, helper, "-config", conf)
-	cmd.SysProcAttr = credential(uid)
+	cmd.SysProcAttr = harness.SysProcAttr(uid)
 	out, err := cmd.CombinedOutput()
 	return string(out), dir, err
 }
@@ -300,16 +302,6 @@ func (l *load) errors() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.errs...)
-}
-
-// waitUntil polls cond every 250 ms until it holds, for at most timeout.
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		require.True(t, time.Now().Before(deadline), "timed out after %s waiting for %s", timeout, what)
-		time.Sleep(250 * time.Millisecond)
-	}
 }
 
 // requireMetrics scrapes url and checks every series the operability issue

@@ -12,14 +12,14 @@ package e2e
 
 import (
 	"flag"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 var (
@@ -28,28 +28,9 @@ var (
 	demo       = flag.Bool("e2e.demo", false, "TestDemo: run the chain until interrupted and print a curl line")
 )
 
-var bin struct{ certmesh string }
-
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "certmesh-e2e-bin-")
-	if err != nil {
-		panic(err)
-	}
-	bin.certmesh = filepath.Join(dir, "certmesh")
-	// The package directory, from this file's path, so a compiled test binary
-	// (go test -c) works from any directory.
-	_, self, _, _ := runtime.Caller(0)
-	build := exec.Command("go", "build", "-o", bin.certmesh, "./cmd/certmesh")
-	build.Dir = filepath.Join(filepath.Dir(self), "..", "..")
-	if b, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build certmesh: %v\n%s", err, b)
-		os.Exit(1)
-	}
-	_ = os.Chmod(dir, 0o755)
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(harness.Main(m, harness.CertmeshPkg))
 }
 
 // tool finds a test tool in the tools cache or on PATH, or fails naming the
@@ -87,7 +68,7 @@ func requireRoot(t testing.TB) {
 func toolForUids(t testing.TB, name, script string) string {
 	t.Helper()
 	src := tool(t, name, script)
-	dst := filepath.Join(filepath.Dir(bin.certmesh), name)
+	dst := filepath.Join(harness.BinDir(t), name)
 	if fileExists(dst) {
 		return dst
 	}

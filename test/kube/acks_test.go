@@ -27,6 +27,7 @@ import (
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
 	"github.com/certmesh/certmesh/ca/server"
 	caservice "github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/test/harness"
 	"github.com/certmesh/certmesh/test/kube/kubetest"
 )
 
@@ -64,7 +65,7 @@ func ackPair(t *testing.T, crash bool) (ns string, leader, follower *testServer)
 	client := kubetest.NewClient(t, cluster.ServiceAccountConfig(t, ns, "certmesh-server"))
 	a := startAckServer(t, client, ns, "replica-a", crash)
 	b := startAckServer(t, client, ns, "replica-b", crash)
-	waitFor(t, 20*time.Second, "a leader", func() bool { return a.Leader.IsLeader() || b.Leader.IsLeader() })
+	harness.WaitFor(t, 20*time.Second, "a leader", func() bool { return a.Leader.IsLeader() || b.Leader.IsLeader() })
 	if b.Leader.IsLeader() {
 		return ns, b, a
 	}
@@ -189,17 +190,17 @@ func TestAckGateSeesFollowerAgents(t *testing.T) {
 	ns, leader, follower := ackPair(t, false)
 	agent := newTestAgent(t, follower)
 	agent.report(t, ca.BundleDigest(leader.CA.Roots()), 0)
-	waitFor(t, 20*time.Second, "leader sees the follower's agent", func() bool { return peerFresh(leader, follower.Leader.Identity(), 1) })
+	harness.WaitFor(t, 20*time.Second, "leader sees the follower's agent", func() bool { return peerFresh(leader, follower.Leader.Identity(), 1) })
 
 	prepared, err := leader.CA.Rotate()
 	require.NoError(t, err)
-	waitFor(t, 20*time.Second, "follower loads the prepared root", func() bool { return len(follower.CA.Roots()) == 2 })
+	harness.WaitFor(t, 20*time.Second, "follower loads the prepared root", func() bool { return len(follower.CA.Roots()) == 2 })
 	newRoots := ca.BundleDigest(leader.CA.Roots())
 	require.Equal(t, newRoots, ca.BundleDigest(follower.CA.Roots()))
 
 	// The agent on the follower still holds the old bundle: all its 3
 	// watchers count, and the leader holds the switch after the overlap.
-	waitFor(t, 30*time.Second, "leader holds the switch for the follower's agent", heldWith(leader, 3))
+	harness.WaitFor(t, 30*time.Second, "leader holds the switch for the follower's agent", heldWith(leader, 3))
 	require.Equal(t, ca.PhasePrepared, phaseOf(leader, prepared.ID))
 	st := adminStatus(t, leader)
 	require.True(t, st.Kubernetes.Leader)
@@ -211,11 +212,11 @@ func TestAckGateSeesFollowerAgents(t *testing.T) {
 
 	// It takes the new bundle; one Envoy has not ACKed yet.
 	agent.report(t, newRoots, 1)
-	waitFor(t, 30*time.Second, "leader counts the one lagging watcher", heldWith(leader, 1))
+	harness.WaitFor(t, 30*time.Second, "leader counts the one lagging watcher", heldWith(leader, 1))
 	require.Equal(t, ca.PhasePrepared, phaseOf(leader, prepared.ID))
 
 	agent.report(t, newRoots, 0)
-	waitFor(t, 30*time.Second, "signing switches once the follower's agent caught up", func() bool { return phaseOf(leader, prepared.ID) == ca.PhaseActive })
+	harness.WaitFor(t, 30*time.Second, "signing switches once the follower's agent caught up", func() bool { return phaseOf(leader, prepared.ID) == ca.PhaseActive })
 	require.False(t, leader.CA.Status().WaitingGate)
 
 	// A clean stop deletes the follower's summary.
@@ -234,14 +235,14 @@ func TestAckGateIgnoresStaleFollower(t *testing.T) {
 	agent := newTestAgent(t, follower)
 	agent.report(t, ca.BundleDigest(leader.CA.Roots()), 0)
 	followerID := follower.Leader.Identity()
-	waitFor(t, 20*time.Second, "leader sees the follower's agent", func() bool { return peerFresh(leader, followerID, 1) })
+	harness.WaitFor(t, 20*time.Second, "leader sees the follower's agent", func() bool { return peerFresh(leader, followerID, 1) })
 
 	prepared, err := leader.CA.Rotate()
 	require.NoError(t, err)
-	waitFor(t, 30*time.Second, "leader holds the switch for the follower's agent", heldWith(leader, 3))
+	harness.WaitFor(t, 30*time.Second, "leader holds the switch for the follower's agent", heldWith(leader, 3))
 
 	follower.stop() // as a crash: neither Lease is released
-	waitFor(t, 30*time.Second, "the dead follower's summary stops holding the switch", func() bool { return phaseOf(leader, prepared.ID) == ca.PhaseActive })
+	harness.WaitFor(t, 30*time.Second, "the dead follower's summary stops holding the switch", func() bool { return phaseOf(leader, prepared.ID) == ca.PhaseActive })
 
 	_, err = cluster.Client.CoordinationV1().Leases(ns).Get(context.Background(), cak8s.AckLeasePrefix+followerID, metav1.GetOptions{})
 	require.NoError(t, err, "the summary is still there: it was ignored as stale, not deleted")

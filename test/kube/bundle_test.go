@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
+
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 func bundleConfigMap(ns string) (*corev1.ConfigMap, error) {
@@ -32,18 +34,18 @@ func TestBundlePublication(t *testing.T) {
 	envoy, err := os.ReadFile("../../deploy/envoy/sidecar.yaml")
 	require.NoError(t, err)
 	srv := startServer(t, serverOpts{ns: home, envoy: envoy})
-	waitFor(t, 10*time.Second, "leader", srv.Leader.IsLeader)
-	waitFor(t, 10*time.Second, "bundle in the server's namespace", bundleIs(home, srv.CA.BundlePEM()))
+	harness.WaitFor(t, 10*time.Second, "leader", srv.Leader.IsLeader)
+	harness.WaitFor(t, 10*time.Second, "bundle in the server's namespace", bundleIs(home, srv.CA.BundlePEM()))
 
 	ns := cluster.Namespace(t)
-	took := waitFor(t, 10*time.Second, "bundle in a new namespace", bundleIs(ns, srv.CA.BundlePEM()))
+	took := harness.WaitFor(t, 10*time.Second, "bundle in a new namespace", bundleIs(ns, srv.CA.BundlePEM()))
 	t.Logf("ConfigMap in a new namespace after %v", took)
 	published, err := bundleConfigMap(ns)
 	require.NoError(t, err)
 	require.Equal(t, string(envoy), published.Data[cak8s.EnvoyBootstrapKey], "injected pods find the Envoy bootstrap in every namespace")
 
 	require.NoError(t, cluster.Client.CoreV1().ConfigMaps(ns).Delete(context.Background(), cak8s.BundleConfigMapName, metav1.DeleteOptions{}))
-	took = waitFor(t, 10*time.Second, "deleted ConfigMap recreated", bundleIs(ns, srv.CA.BundlePEM()))
+	took = harness.WaitFor(t, 10*time.Second, "deleted ConfigMap recreated", bundleIs(ns, srv.CA.BundlePEM()))
 	t.Logf("deleted ConfigMap back after %v", took)
 
 	cm, err := bundleConfigMap(ns)
@@ -51,14 +53,14 @@ func TestBundlePublication(t *testing.T) {
 	cm.Data[cak8s.BundleKey] = "tampered"
 	_, err = cluster.Client.CoreV1().ConfigMaps(ns).Update(context.Background(), cm, metav1.UpdateOptions{})
 	require.NoError(t, err)
-	waitFor(t, 10*time.Second, "edited ConfigMap restored", bundleIs(ns, srv.CA.BundlePEM()))
+	harness.WaitFor(t, 10*time.Second, "edited ConfigMap restored", bundleIs(ns, srv.CA.BundlePEM()))
 
 	_, err = srv.CA.Rotate()
 	require.NoError(t, err)
 	require.Len(t, srv.CA.Roots(), 2)
-	waitFor(t, 10*time.Second, "rotation reaches the ConfigMap", bundleIs(ns, srv.CA.BundlePEM()))
+	harness.WaitFor(t, 10*time.Second, "rotation reaches the ConfigMap", bundleIs(ns, srv.CA.BundlePEM()))
 
-	waitFor(t, 10*time.Second, "ClusterTrustBundle", func() bool {
+	harness.WaitFor(t, 10*time.Second, "ClusterTrustBundle", func() bool {
 		ctb, err := cluster.Client.CertificatesV1().ClusterTrustBundles().Get(context.Background(), "certmesh-example.org", metav1.GetOptions{})
 		return err == nil && ctb.Spec.TrustBundle == string(srv.CA.BundlePEM())
 	})

@@ -1,18 +1,14 @@
 package kube_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,88 +21,19 @@ import (
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
 	"github.com/certmesh/certmesh/edge/ingress"
 	"github.com/certmesh/certmesh/edge/pebbletest"
+	"github.com/certmesh/certmesh/test/harness"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// certmeshBinary builds cmd/certmesh once per package run.
-func certmeshBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "certmesh-kube-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "certmesh")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/certmesh/certmesh/cmd/certmesh").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build cmd/certmesh: %w\n%s", err, out)
-		}
-	})
-	require.NoError(t, binErr)
-	return binPath
-}
-
-// runCLI starts the binary, stopped with SIGTERM in t.Cleanup, and returns a
-// channel of its stdout lines.
-func runCLI(t *testing.T, args ...string) <-chan string {
+// runCLI starts the certmesh binary; it is stopped when the test ends.
+func runCLI(t *testing.T, args ...string) *harness.Proc {
 	t.Helper()
 	return runCLIEnv(t, nil, args...)
 }
 
 // runCLIEnv is runCLI with extra environment variables.
-func runCLIEnv(t *testing.T, env []string, args ...string) <-chan string {
+func runCLIEnv(t *testing.T, env []string, args ...string) *harness.Proc {
 	t.Helper()
-	cmd := exec.Command(certmeshBinary(t), args...)
-	cmd.Env = append(os.Environ(), env...)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	cmd.Stderr = io.Discard
-	if testing.Verbose() {
-		cmd.Stderr = os.Stderr
-	}
-	require.NoError(t, cmd.Start())
-	lines := make(chan string, 16)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	return lines
-}
-
-func waitLine(t *testing.T, lines <-chan string, prefix string) string {
-	t.Helper()
-	timeout := time.After(60 * time.Second)
-	for {
-		select {
-		case l, ok := <-lines:
-			require.True(t, ok, "process exited before printing %q", prefix)
-			if strings.HasPrefix(l, prefix) {
-				return l
-			}
-		case <-timeout:
-			t.Fatalf("no line starting with %q within 60 s", prefix)
-		}
-	}
+	return harness.Start(t, harness.Spec{Name: "certmesh " + args[0], Path: harness.Binary(t), Args: args, Env: env})
 }
 
 // TestCLI runs the real binaries: `certmesh server --kubernetes` against the
@@ -122,10 +49,10 @@ func TestCLI(t *testing.T) {
 	dir := t.TempDir()
 	server := runCLI(t, "server", "--kubernetes", "--kubeconfig", cluster.Kubeconfig(t, nil), "--namespace", ns,
 		"--pod-name", "certmesh-0", "--trust-domain", "example.org", "--dir", filepath.Join(dir, "server"), "--listen", addr)
-	waitLine(t, server, "certmesh CA for example.org")
+	server.WaitLine(t, "certmesh CA for example.org", 60*time.Second)
 
 	var bundle string
-	waitFor(t, 30*time.Second, "bundle ConfigMap", func() bool {
+	harness.WaitFor(t, 30*time.Second, "bundle ConfigMap", func() bool {
 		cm, err := bundleConfigMap(ns)
 		if err == nil {
 			bundle = cm.Data[cak8s.BundleKey]
@@ -140,7 +67,7 @@ func TestCLI(t *testing.T) {
 	socket := filepath.Join(dir, "agent.sock")
 	agent := runCLI(t, "agent", "--server", addr, "--trust-domain", "example.org", "--trust-bundle", bundleFile,
 		"--token-file", tokenFile, "--socket", socket)
-	waitLine(t, agent, "SPIFFE_ENDPOINT_SOCKET=")
+	agent.WaitLine(t, "SPIFFE_ENDPOINT_SOCKET=", 60*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -177,7 +104,7 @@ func TestCLIIngressAndGatewayStatus(t *testing.T) {
 	server := runCLIEnv(t, []string{"POD_IP=10.1.2.3"}, "server", "--kubernetes", "--kubeconfig", cluster.Kubeconfig(t, nil),
 		"--namespace", ns, "--pod-name", "certmesh-0", "--trust-domain", "example.org", "--dir", dir, "--listen", addr,
 		"--ingress", "--http01-addr", "127.0.0.1:"+strconv.Itoa(p.HTTPPort), "--http01-self-check=false")
-	waitLine(t, server, "certmesh CA for example.org")
+	server.WaitLine(t, "certmesh CA for example.org", 60*time.Second)
 
 	r := &ingressRig{p: p, appNS: ns}
 	r.createIngress(t, "web", "web-tls", map[string]string{ingress.AnnotationIssuer: "pebble"}, "web.cli.example.test")
@@ -193,7 +120,7 @@ func TestCLIIngressAndGatewayStatus(t *testing.T) {
 
 	var out string
 	require.Eventually(t, func() bool {
-		b, err := exec.Command(certmeshBinary(t), "status", "--dir", dir).CombinedOutput()
+		b, err := exec.Command(harness.Binary(t), "status", "--dir", dir).CombinedOutput()
 		out = string(b)
 		return err == nil && strings.Contains(out, "Gateway "+ns+"/edge") && strings.Contains(out, "Ingress "+ns+"/web")
 	}, 30*time.Second, 200*time.Millisecond, "certmesh status:\n%s", out)

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/certmesh/certmesh/edge/secretstore"
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 // TestGatewayReadsOnlyItsEdgeSecret: an ingress gateway's agent, running as
@@ -47,7 +48,7 @@ func TestGatewayReadsOnlyItsEdgeSecret(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(rctx) }()
 	defer func() { cancel(); require.NoError(t, <-done) }()
-	waitFor(t, 10*time.Second, "the gateway's edge Secret", func() bool {
+	harness.WaitFor(t, 10*time.Second, "the gateway's edge Secret", func() bool {
 		crt, _, ok := w.EdgeCertificate(ns + "/shop-tls")
 		return ok && string(crt) == "CERT-shop-tls"
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
 	"github.com/certmesh/certmesh/ca/server"
+	"github.com/certmesh/certmesh/test/harness"
 )
 
 // TestServersRaceToCreateCA starts several CAs, each with its own freshly
@@ -64,19 +65,6 @@ func TestServersRaceToCreateCA(t *testing.T) {
 	}
 }
 
-// waitFor polls cond every 50 ms for at most d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // TestLeaderHandover runs two replicas. The leader starts a root rotation;
 // the follower loads it from the Secret. The leader then dies without
 // releasing its Lease (as a crash would); the follower takes over within
@@ -87,7 +75,7 @@ func TestLeaderHandover(t *testing.T) {
 	const overlap = 4 * time.Second
 	a := startServer(t, serverOpts{ns: ns, identity: "replica-a", lease: timing, overlap: overlap})
 	b := startServer(t, serverOpts{ns: ns, identity: "replica-b", lease: timing, overlap: overlap})
-	waitFor(t, 10*time.Second, "a leader", func() bool { return a.Leader.IsLeader() || b.Leader.IsLeader() })
+	harness.WaitFor(t, 10*time.Second, "a leader", func() bool { return a.Leader.IsLeader() || b.Leader.IsLeader() })
 	leader, follower := a, b
 	if b.Leader.IsLeader() {
 		leader, follower = b, a
@@ -97,15 +85,15 @@ func TestLeaderHandover(t *testing.T) {
 
 	prepared, err := leader.CA.Rotate()
 	require.NoError(t, err)
-	waitFor(t, 10*time.Second, "follower loads the prepared root", func() bool { return len(follower.CA.Roots()) == 2 })
+	harness.WaitFor(t, 10*time.Second, "follower loads the prepared root", func() bool { return len(follower.CA.Roots()) == 2 })
 
 	leader.stop()
-	took := waitFor(t, timing.LeaseDuration+5*time.Second, "follower takes over", follower.Leader.IsLeader)
+	took := harness.WaitFor(t, timing.LeaseDuration+5*time.Second, "follower takes over", follower.Leader.IsLeader)
 	t.Logf("handover after the leader died: %v (lease duration %v)", took, timing.LeaseDuration)
 	require.LessOrEqual(t, took, timing.LeaseDuration+2*timing.RetryPeriod+time.Second)
 
 	// Nothing lost: the new leader activates the root the old one prepared.
-	waitFor(t, overlap+10*time.Second, "rotation finished by the new leader", func() bool {
+	harness.WaitFor(t, overlap+10*time.Second, "rotation finished by the new leader", func() bool {
 		st := follower.CA.Status()
 		for _, au := range st.Authorities {
 			if au.ID == prepared.ID && au.Phase == ca.PhaseActive {
@@ -114,7 +102,7 @@ func TestLeaderHandover(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, 10*time.Second, "the Secret records the new leader's step", func() bool {
+	harness.WaitFor(t, 10*time.Second, "the Secret records the new leader's step", func() bool {
 		sec, err := cluster.Client.CoreV1().Secrets(ns).Get(context.Background(), cak8s.DefaultSecretName, metav1.GetOptions{})
 		var state ca.RotationState
 		if err != nil || json.Unmarshal(sec.Data["state.json"], &state) != nil {
@@ -133,7 +121,7 @@ func TestRotateOnlyOnLeader(t *testing.T) {
 	ns := cluster.Namespace(t)
 	a := startServer(t, serverOpts{ns: ns, identity: "replica-a"})
 	b := startServer(t, serverOpts{ns: ns, identity: "replica-b"})
-	waitFor(t, 10*time.Second, "a leader both replicas know", func() bool {
+	harness.WaitFor(t, 10*time.Second, "a leader both replicas know", func() bool {
 		return (a.Leader.IsLeader() || b.Leader.IsLeader()) && a.Leader.Current() != "" && b.Leader.Current() != ""
 	})
 	leader, follower := a, b
@@ -147,5 +135,5 @@ func TestRotateOnlyOnLeader(t *testing.T) {
 
 	_, err = leader.Rotate()
 	require.NoError(t, err)
-	waitFor(t, 10*time.Second, "follower loads the prepared root", func() bool { return len(follower.CA.Roots()) == 2 })
+	harness.WaitFor(t, 10*time.Second, "follower loads the prepared root", func() bool { return len(follower.CA.Roots()) == 2 })
 }

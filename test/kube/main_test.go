@@ -36,6 +36,7 @@ import (
 	"github.com/certmesh/certmesh/ca/server"
 	"github.com/certmesh/certmesh/identity"
 	k8sid "github.com/certmesh/certmesh/identity/k8s"
+	"github.com/certmesh/certmesh/test/harness"
 	"github.com/certmesh/certmesh/test/kube/kubetest"
 )
 
@@ -49,10 +50,7 @@ const audience = "spiffe://example.org"
 func TestMain(m *testing.M) {
 	klog.LogToStderr(false) // client-go's leader election logs every term
 	klog.SetOutput(io.Discard)
-	code := kubetest.RunMain(m, &cluster)
-	if binPath != "" {
-		_ = os.RemoveAll(filepath.Dir(binPath))
-	}
+	code := harness.Cleanup(kubetest.RunMain(m, &cluster))
 	if code == 0 {
 		if err := goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
 			goleak.IgnoreAnyFunction("k8s.io/client-go/util/workqueue.(*Typed[...]).updateUnfinishedWorkLoop"),
