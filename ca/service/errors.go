@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/identity"
 	k8sid "github.com/certmesh/certmesh/identity/k8s"
 )
@@ -29,7 +30,6 @@ var (
 	errTokenTooLarge       = errors.New("service: bearer token too large")
 	errBadClientSVID       = errors.New("service: client certificate is not a valid SVID of this trust domain")
 	errExpiredSVID         = errors.New("service: client SVID has expired")
-	errBadAckReport        = errors.New("service: malformed bundle acknowledgement report")
 	errTooManyAgents       = errors.New("service: too many agents reporting")
 	errForeignTrustDomain  = errors.New("service: foreign trust domain")
 	errImpersonationDenied = errors.New("service: caller may not request another identity")
@@ -80,7 +80,7 @@ var refusals = []refusal{
 	{ca.ErrForeignID, codes.PermissionDenied, "foreign_id"},
 	{ca.ErrJWTAudience, codes.InvalidArgument, "jwt_audience"},
 	{ca.ErrAuthorityExpired, codes.Unavailable, "authority_expired"},
-	{errBadAckReport, codes.InvalidArgument, "bad_ack_report"},
+	{wire.ErrBadAckReport, codes.InvalidArgument, "bad_ack_report"},
 	{errTooManyAgents, codes.ResourceExhausted, "too_many_agents"},
 	{errUnauthenticated, codes.Unauthenticated, "unauthenticated"},
 }
