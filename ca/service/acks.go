@@ -83,21 +83,10 @@ func (r *AckRegistry) prune() {
 
 // Gate says whether every live agent holds the bundle with the given roots
 // and how many watchers (or agents, when an agent's own bundle is behind)
-// still lag. It is the CA's rotation gate.
+// still lag. It is the CA's rotation gate: AckSummary.Gate over the
+// reports, unfolded, so a registry and its summary count alike.
 func (r *AckRegistry) Gate(roots [32]byte) (ok bool, lagging int) {
-	want := hex.EncodeToString(roots[:])
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.prune()
-	for _, e := range r.reports {
-		switch {
-		case e.Bundle != want:
-			lagging += max(e.Watchers, 1)
-		default:
-			lagging += e.Lagging
-		}
-	}
-	return lagging == 0, lagging
+	return AckSummary{Bundles: r.totals()}.Gate(roots)
 }
 
 // Agents is how many live agents have reported.
@@ -150,18 +139,29 @@ var ErrBadAckSummary = errors.New("service: malformed bundle acknowledgement sum
 
 // Summary folds the live reports by bundle.
 func (r *AckRegistry) Summary() AckSummary {
+	return foldSummary(r.totals(), MaxSummaryBundles)
+}
+
+// totals adds up the live reports by bundle.
+func (r *AckRegistry) totals() map[string]AckTotals {
 	all := map[string]AckTotals{}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.prune()
 	for _, e := range r.reports {
 		t := all[e.Bundle]
-		// Clamped: a negative count must not cancel another agent's lag.
-		w, l := min(max(e.Watchers, 0), maxAckCount), min(max(e.Lagging, 0), maxAckCount)
-		t.add(AckTotals{Agents: 1, Watchers: w, Lagging: l, Behind: max(w, 1)})
+		t.add(agentTotals(e.AckReport))
 		all[e.Bundle] = t
 	}
-	r.mu.Unlock()
-	return foldSummary(all, MaxSummaryBundles)
+	return all
+}
+
+// agentTotals is what one agent's report counts for. Its counts are
+// clamped to [0, maxAckCount]: a negative count must not cancel another
+// agent's lag, nor a huge one overflow a sum.
+func agentTotals(rep wire.AckReport) AckTotals {
+	w, l := min(max(rep.Watchers, 0), maxAckCount), min(max(rep.Lagging, 0), maxAckCount)
+	return AckTotals{Agents: 1, Watchers: w, Lagging: l, Behind: max(w, 1)}
 }
 
 // foldSummary keeps the limit bundles most agents hold (ties by digest, so
@@ -192,9 +192,10 @@ func foldSummary(all map[string]AckTotals, limit int) AckSummary {
 	return s
 }
 
-// Gate answers the rotation gate for this summary's agents, as
-// AckRegistry.Gate does for the reports it summarizes (exactly, unless
-// bundles were folded into Other).
+// Gate answers the rotation gate for this summary's agents: the one place
+// the gate is computed. AckRegistry.Gate is this over its unfolded reports,
+// so a summary answers exactly as its registry unless bundles were folded
+// into Other (which count as behind).
 func (s AckSummary) Gate(roots [32]byte) (ok bool, lagging int) {
 	want := hex.EncodeToString(roots[:])
 	for d, t := range s.Bundles {

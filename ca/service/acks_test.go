@@ -108,6 +108,18 @@ func TestAckSummaryClampsNegativeCounts(t *testing.T) {
 	require.Equal(t, 2, lag, "a negative count does not cancel another agent's lag")
 }
 
+// TestAckRegistryGateClampsNegativeCounts: the registry's own gate clamps
+// as its summary does, so a negative count cannot open it early.
+func TestAckRegistryGateClampsNegativeCounts(t *testing.T) {
+	r, _ := newTestRegistry()
+	require.NoError(t, r.record("n#1", wire.AckReport{Instance: "1", Bundle: hexDigest("new"), Lagging: -5, Watchers: -1}))
+	require.NoError(t, r.record("n#2", wire.AckReport{Instance: "2", Bundle: hexDigest("new"), Lagging: 2, Watchers: 2}))
+	require.NoError(t, r.record("n#3", wire.AckReport{Instance: "3", Bundle: hexDigest("old"), Watchers: -4}))
+	ok, lag := r.Gate(digest("new"))
+	require.False(t, ok)
+	require.Equal(t, 2+1, lag, "new: 2 lagging, the negative count ignored; old: 1 agent behind")
+}
+
 func TestAckSummaryValidate(t *testing.T) {
 	good := hexDigest("x")
 	many := map[string]AckTotals{}
