@@ -86,13 +86,21 @@ func RegisterAcks(g grpc.ServiceRegistrar, handle AckHandler) {
 
 // SendAckReport is the agent side of the service.
 func SendAckReport(ctx context.Context, conn grpc.ClientConnInterface, rep AckReport) error {
+	in, err := encodeAckReport(rep)
+	if err != nil {
+		return err
+	}
+	return conn.Invoke(ctx, ackMethod, in, new(emptypb.Empty))
+}
+
+func encodeAckReport(rep AckReport) (*structpb.Struct, error) {
 	in, err := structpb.NewStruct(map[string]any{
 		fieldInstance: rep.Instance, fieldBundle: rep.Bundle, fieldLagging: rep.Lagging, fieldWatchers: rep.Watchers,
 	})
 	if err != nil {
-		return fmt.Errorf("wire: ack report: %w", err)
+		return nil, fmt.Errorf("wire: ack report: %w", err)
 	}
-	return conn.Invoke(ctx, ackMethod, in, new(emptypb.Empty))
+	return in, nil
 }
 
 func decodeAckReport(in *structpb.Struct) AckReport {
