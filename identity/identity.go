@@ -6,23 +6,25 @@ import (
 	"fmt"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
 )
 
 // Sentinel errors callers branch on with errors.Is. They are wrapped with
-// detail, so compare with errors.Is, never by string.
+// detail, so compare with errors.Is, never by string. Each is a Refusal:
+// it carries the gRPC code and the reason label it is reported with.
 var (
 	// ErrNotApplicable means the attestor does not understand the kind of
 	// credential presented; a Chain moves on to the next attestor.
-	ErrNotApplicable = errors.New("identity: credential not applicable to attestor")
+	ErrNotApplicable = NewRefusal(codes.Unauthenticated, "unsupported_credential", "identity: credential not applicable to attestor")
 	// ErrUnknownToken means a join token was never issued (or was pruned).
-	ErrUnknownToken = errors.New("identity: unknown join token")
+	ErrUnknownToken = NewRefusal(codes.Unauthenticated, "unknown_token", "identity: unknown join token")
 	// ErrTokenUsed means a join token was already consumed; tokens are one-time.
-	ErrTokenUsed = errors.New("identity: join token already used")
+	ErrTokenUsed = NewRefusal(codes.Unauthenticated, "token_used", "identity: join token already used")
 	// ErrTokenExpired means a join token's lifetime has passed.
-	ErrTokenExpired = errors.New("identity: join token expired")
+	ErrTokenExpired = NewRefusal(codes.Unauthenticated, "token_expired", "identity: join token expired")
 	// ErrNoRegistration means the caller was authenticated but no
 	// registration entry grants it an identity.
-	ErrNoRegistration = errors.New("identity: no registration for caller")
+	ErrNoRegistration = NewRefusal(codes.PermissionDenied, "no_registration", "identity: no registration for caller")
 )
 
 // Attestor names used in Identity.Attestor; they end up in logs and metric

@@ -187,6 +187,17 @@ func (r *Registrations) ForNode(node spiffeid.ID) *Registrations {
 	return out
 }
 
+// Placement is the rule ForNode applies, read from src's version in force
+// at every call: whether node's agent may serve workload. An unregistered
+// workload is on no node. It is what a node agent is given (sds.Config's
+// WorkloadOn), so that one file can be handed to every node's agent.
+func Placement(src RegistrationsSource) func(workload, node spiffeid.ID) bool {
+	return func(workload, node spiffeid.ID) bool {
+		e, ok := src.Current().ByID(workload)
+		return ok && e.OnNode(node)
+	}
+}
+
 // ByID returns the entry granting id. A nil *Registrations grants nothing.
 func (r *Registrations) ByID(id spiffeid.ID) (Entry, bool) {
 	if r == nil {

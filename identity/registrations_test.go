@@ -224,6 +224,14 @@ workloads:
 	web, _ := r.ByID(spiffeid.RequireFromString("spiffe://example.org/web"))
 	require.True(t, web.OnNode(n1))
 	require.False(t, web.OnNode(n3))
+	placed := Placement(r)
+	for _, node := range []spiffeid.ID{n1, n3, other} {
+		for _, e := range r.Entries() {
+			_, kept := r.ForNode(node).ByID(e.ID)
+			require.Equal(t, kept, placed(e.ID, node), "Placement agrees with ForNode for %s on %s", e.ID, node)
+		}
+	}
+	require.False(t, placed(spiffeid.RequireFromString("spiffe://example.org/unregistered"), n1))
 	logEntry, _ := r.ByID(spiffeid.RequireFromString("spiffe://example.org/log"))
 	require.True(t, logEntry.OnNode(other), "no nodes means any node")
 }

@@ -7,8 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/certmesh/certmesh/ca"
-	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // watcherAcks tracks which trust bundle every watcher holds — each SDS stream
@@ -82,7 +81,7 @@ const (
 
 // reportAcks tells the CA which bundle this agent and its watchers hold.
 func (a *Agent) reportAcks(ctx context.Context) {
-	var last service.AckReport
+	var last wire.AckReport
 	next := time.Time{}
 	for {
 		acksChanged, agentChanged := a.acks.watch(), a.Changed()
@@ -109,16 +108,16 @@ func (a *Agent) reportAcks(ctx context.Context) {
 	}
 }
 
-func (a *Agent) ackReport() (service.AckReport, bool) {
+func (a *Agent) ackReport() (wire.AckReport, bool) {
 	if _, ok := a.validOwn(); !ok {
-		return service.AckReport{}, false
+		return wire.AckReport{}, false
 	}
-	d := ca.BundleDigest(a.X509Bundle().X509Authorities())
+	d := wire.BundleDigest(a.X509Bundle().X509Authorities())
 	lag, total := a.acks.lagging(d)
-	return service.AckReport{Instance: a.instance, Bundle: hex.EncodeToString(d[:]), Lagging: lag, Watchers: total}, true
+	return wire.AckReport{Instance: a.instance, Bundle: hex.EncodeToString(d[:]), Lagging: lag, Watchers: total}, true
 }
 
-func (a *Agent) sendAckReport(ctx context.Context, r service.AckReport) error {
+func (a *Agent) sendAckReport(ctx context.Context, r wire.AckReport) error {
 	own, ok := a.validOwn()
 	if !ok {
 		return ErrNoCredential
@@ -129,5 +128,5 @@ func (a *Agent) sendAckReport(ctx context.Context, r service.AckReport) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return service.SendAckReport(rctx, conn, r)
+	return wire.SendAckReport(rctx, conn, r)
 }

@@ -42,7 +42,7 @@ type Config struct {
 	// WorkloadOn, when set, says whether a workload of Workloads may be
 	// served on the node this agent proved to be (its own SVID's ID); the
 	// others are skipped, so that one registrations file, scoped per node,
-	// can be handed to every node's agent.
+	// can be handed to every node's agent (identity.Placement).
 	WorkloadOn func(workload, node spiffeid.ID) bool
 	// SVIDTTL is the lifetime asked for (zero: the CA's default).
 	SVIDTTL time.Duration
@@ -221,6 +221,21 @@ func (a *Agent) NodeID(ctx context.Context) (spiffeid.ID, error) {
 		}
 	}
 	return spiffeid.ID{}, ctx.Err()
+}
+
+// ServedWorkloads is how many workloads the agent keeps SVIDs for: those of
+// Workloads (or SetWorkloads) that WorkloadOn places on its node. It is
+// final for the current set once Ready is closed.
+func (a *Agent) ServedWorkloads() int {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	n := 0
+	for _, elsewhere := range a.wanted {
+		if !elsewhere {
+			n++
+		}
+	}
+	return n
 }
 
 // TrustDomain is the agent's trust domain.

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	pb "istio.io/api/security/v1alpha1"
 
-	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/sds"
 )
 
@@ -38,7 +38,7 @@ func BenchmarkFirstSVIDFloor(b *testing.B) {
 		}
 		b.StartTimer()
 		conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(credentials.NewTLS(
-			tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(service.ServerID(td))))))
+			tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(wire.ServerID(td))))))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -28,7 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	pb "istio.io/api/security/v1alpha1"
 
-	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // ErrBadAnswer means the CA answered with something that is not a valid
@@ -50,7 +50,7 @@ type caClient struct {
 }
 
 func newCAClient(addr string, td spiffeid.TrustDomain, bundles x509bundle.Source) (*caClient, error) {
-	authz := tlsconfig.AuthorizeID(service.ServerID(td))
+	authz := tlsconfig.AuthorizeID(wire.ServerID(td))
 	conn, err := grpc.NewClient(addr, connectParams, grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.TLSClientConfig(bundles, authz))))
 	if err != nil {
 		return nil, fmt.Errorf("sds: CA client: %w", err)
@@ -71,7 +71,7 @@ func (c *caClient) conn(client *x509svid.SVID) (*grpc.ClientConn, error) {
 	if c.mtls != nil {
 		_ = c.mtls.Close()
 	}
-	authz := tlsconfig.AuthorizeID(service.ServerID(c.td))
+	authz := tlsconfig.AuthorizeID(wire.ServerID(c.td))
 	conn, err := grpc.NewClient(c.addr, connectParams, grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.MTLSClientConfig(client, c.bundles, authz))))
 	if err != nil {
 		return nil, fmt.Errorf("sds: CA client: %w", err)
@@ -105,7 +105,7 @@ func (e *BusyError) Unwrap() error { return e.Err }
 // cannot park an agent for long), defaulting to one second.
 func retryAfter(md metadata.MD) time.Duration {
 	const maxAdvice = time.Minute
-	if v := md.Get(service.RetryAfterKey); len(v) == 1 {
+	if v := md.Get(wire.RetryAfterKey); len(v) == 1 {
 		if ms, err := strconv.Atoi(v[0]); err == nil && ms > 0 {
 			return min(time.Duration(ms)*time.Millisecond, maxAdvice)
 		}
@@ -141,10 +141,10 @@ func (c *caClient) sign(ctx context.Context, req signRequest) (*x509svid.SVID, e
 		ValidityDuration: int64(req.ttl / time.Second),
 	}
 	if !req.impersonate.IsZero() {
-		in.Metadata, _ = structpb.NewStruct(map[string]any{service.ImpersonatedIdentityKey: req.impersonate.String()})
+		in.Metadata, _ = structpb.NewStruct(map[string]any{wire.ImpersonatedIdentityKey: req.impersonate.String()})
 	}
 	if req.bearer != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+req.bearer)
+		ctx = metadata.AppendToOutgoingContext(ctx, wire.AuthorizationKey, "Bearer "+req.bearer)
 	}
 	conn, err := c.conn(req.client)
 	if err != nil {

@@ -2,13 +2,14 @@ package sds
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-
-	"github.com/certmesh/certmesh/ca"
 )
 
 // ErrNoCredential means the agent has neither a valid SVID nor a usable
@@ -145,9 +146,9 @@ func (a *Agent) expireIfDue(s slot, now time.Time) time.Time {
 
 // renew makes a new key and gets it signed with the best credential at hand.
 func (a *Agent) renew(ctx context.Context, s slot) (*x509svid.SVID, error) {
-	key, err := ca.GenerateKey(ca.KeyECP256, a.cfg.Rand)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), a.cfg.Rand)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sds: key: %w", err)
 	}
 	req := signRequest{key: key, ttl: a.cfg.SVIDTTL}
 	own, ownValid := a.validOwn()

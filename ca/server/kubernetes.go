@@ -8,9 +8,9 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/certmesh/certmesh/ca"
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
 	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // KubernetesConfig runs the server as one replica of several in a cluster:
@@ -147,6 +147,6 @@ func (s *Server) kubernetesStatus() map[string]any {
 	return map[string]any{
 		"identity": s.Leader.Identity(), "leader": s.Leader.IsLeader(),
 		"caSecretResourceVersion": s.kube.state.ResourceVersion(),
-		"acks":                    s.kube.acks.Status(ca.BundleDigest(s.CA.Roots())),
+		"acks":                    s.kube.acks.Status(wire.BundleDigest(s.CA.Roots())),
 	}
 }

@@ -24,6 +24,7 @@ import (
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
 	"github.com/certmesh/certmesh/ca/service"
 	"github.com/certmesh/certmesh/ca/store"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/identity"
 )
 
@@ -167,7 +168,7 @@ func (s *Server) buildGRPC() error {
 			return err
 		}
 	}
-	s.CA.SetRotationGate(func() (bool, int) { return gate(ca.BundleDigest(s.CA.Roots())) })
+	s.CA.SetRotationGate(func() (bool, int) { return gate(wire.BundleDigest(s.CA.Roots())) })
 	return nil
 }
 

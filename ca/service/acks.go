@@ -12,31 +12,14 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/emptypb"
-	"google.golang.org/protobuf/types/known/structpb"
 	"k8s.io/utils/clock"
+
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
-// AckReport is what an agent tells the CA about the trust bundle: which one
-// it holds (hex ca.BundleDigest) and how many of its watchers do not hold it
-// yet. The CA switches signing to a new root only when every live agent
-// holds the bundle with that root and no watcher lags.
-type AckReport struct {
-	Instance string
-	Bundle   string
-	Lagging  int
-	Watchers int
-}
-
-// The acknowledgement service is tiny and private to certmesh, so it uses
-// google.protobuf.Struct messages with a hand-written service descriptor
-// rather than a generated one.
-const (
-	ackService = "certmesh.v1.BundleAcks"
-	ackMethod  = "/" + ackService + "/Report"
-	// AckLiveness is how long an agent counts as live after its last report.
-	AckLiveness = 30 * time.Second
-)
+// The acknowledgement service's message, descriptor and client call are
+// the agent's contract with the CA and live in ca/wire; the registry here is
+// the server side.
 
 // AckRegistry collects agents' reports and answers the rotation gate.
 type AckRegistry struct {
@@ -48,7 +31,7 @@ type AckRegistry struct {
 }
 
 type ackEntry struct {
-	AckReport
+	wire.AckReport
 	seen time.Time
 }
 
@@ -58,41 +41,24 @@ func (s *Service) NewAckRegistry() *AckRegistry {
 }
 
 // Register adds the acknowledgement service to g.
-func (r *AckRegistry) Register(g *grpc.Server) {
-	g.RegisterService(&grpc.ServiceDesc{
-		ServiceName: ackService,
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "Report", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			in := new(structpb.Struct)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			return r.report(ctx, in)
-		}}},
-	}, r)
-}
+func (r *AckRegistry) Register(g *grpc.Server) { wire.RegisterAcks(g, r.report) }
 
-func (r *AckRegistry) report(ctx context.Context, in *structpb.Struct) (*emptypb.Empty, error) {
+func (r *AckRegistry) report(ctx context.Context, rep wire.AckReport) error {
 	caller, err := r.svc.authenticate(ctx)
 	if err != nil {
-		return nil, r.svc.refuse(ctx, err)
+		return r.svc.refuse(ctx, err)
 	}
-	f := in.GetFields()
-	rep := AckReport{
-		Instance: f["instance"].GetStringValue(), Bundle: f["bundle"].GetStringValue(),
-		Lagging: int(f["lagging"].GetNumberValue()), Watchers: int(f["watchers"].GetNumberValue()),
-	}
-	if len(rep.Instance) == 0 || len(rep.Instance) > 64 || len(rep.Bundle) != 64 {
-		return nil, r.svc.refuse(ctx, errBadAckReport)
+	if err := rep.Validate(); err != nil {
+		return r.svc.refuse(ctx, err)
 	}
 	if err := r.record(caller.ID.String()+"#"+rep.Instance, rep); err != nil {
-		return nil, r.svc.refuse(ctx, err)
+		return r.svc.refuse(ctx, err)
 	}
-	return &emptypb.Empty{}, nil
+	return nil
 }
 
 // record stores an authenticated, well-formed report under its agent's key.
-func (r *AckRegistry) record(key string, rep AckReport) error {
+func (r *AckRegistry) record(key string, rep wire.AckReport) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.prune()
@@ -109,7 +75,7 @@ const maxAckAgents = 100000
 func (r *AckRegistry) prune() {
 	now := r.clock.Now()
 	for k, e := range r.reports {
-		if now.Sub(e.seen) > AckLiveness {
+		if now.Sub(e.seen) > wire.AckLiveness {
 			delete(r.reports, k)
 		}
 	}
@@ -117,21 +83,10 @@ func (r *AckRegistry) prune() {
 
 // Gate says whether every live agent holds the bundle with the given roots
 // and how many watchers (or agents, when an agent's own bundle is behind)
-// still lag. It is the CA's rotation gate.
+// still lag. It is the CA's rotation gate: AckSummary.Gate over the
+// reports, unfolded, so a registry and its summary count alike.
 func (r *AckRegistry) Gate(roots [32]byte) (ok bool, lagging int) {
-	want := hex.EncodeToString(roots[:])
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.prune()
-	for _, e := range r.reports {
-		switch {
-		case e.Bundle != want:
-			lagging += max(e.Watchers, 1)
-		default:
-			lagging += e.Lagging
-		}
-	}
-	return lagging == 0, lagging
+	return AckSummary{Bundles: r.totals()}.Gate(roots)
 }
 
 // Agents is how many live agents have reported.
@@ -140,17 +95,6 @@ func (r *AckRegistry) Agents() int {
 	defer r.mu.Unlock()
 	r.prune()
 	return len(r.reports)
-}
-
-// SendAckReport is the agent side of the service.
-func SendAckReport(ctx context.Context, conn grpc.ClientConnInterface, rep AckReport) error {
-	in, err := structpb.NewStruct(map[string]any{
-		"instance": rep.Instance, "bundle": rep.Bundle, "lagging": rep.Lagging, "watchers": rep.Watchers,
-	})
-	if err != nil {
-		return fmt.Errorf("service: ack report: %w", err)
-	}
-	return conn.Invoke(ctx, ackMethod, in, new(emptypb.Empty))
 }
 
 // AckTotals is what a group of agents holding one bundle contributes to the
@@ -185,7 +129,7 @@ const MaxSummaryBundles = 16
 // which always counts as behind: folding can only hold a rotation longer,
 // never let it through early.
 type AckSummary struct {
-	// Bundles maps a hex ca.BundleDigest to its agents' totals.
+	// Bundles maps a hex wire.BundleDigest to its agents' totals.
 	Bundles map[string]AckTotals `json:"bundles,omitempty"`
 	Other   AckTotals            `json:"other,omitzero"`
 }
@@ -195,18 +139,29 @@ var ErrBadAckSummary = errors.New("service: malformed bundle acknowledgement sum
 
 // Summary folds the live reports by bundle.
 func (r *AckRegistry) Summary() AckSummary {
+	return foldSummary(r.totals(), MaxSummaryBundles)
+}
+
+// totals adds up the live reports by bundle.
+func (r *AckRegistry) totals() map[string]AckTotals {
 	all := map[string]AckTotals{}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.prune()
 	for _, e := range r.reports {
 		t := all[e.Bundle]
-		// Clamped: a negative count must not cancel another agent's lag.
-		w, l := min(max(e.Watchers, 0), maxAckCount), min(max(e.Lagging, 0), maxAckCount)
-		t.add(AckTotals{Agents: 1, Watchers: w, Lagging: l, Behind: max(w, 1)})
+		t.add(agentTotals(e.AckReport))
 		all[e.Bundle] = t
 	}
-	r.mu.Unlock()
-	return foldSummary(all, MaxSummaryBundles)
+	return all
+}
+
+// agentTotals is what one agent's report counts for. Its counts are
+// clamped to [0, maxAckCount]: a negative count must not cancel another
+// agent's lag, nor a huge one overflow a sum.
+func agentTotals(rep wire.AckReport) AckTotals {
+	w, l := min(max(rep.Watchers, 0), maxAckCount), min(max(rep.Lagging, 0), maxAckCount)
+	return AckTotals{Agents: 1, Watchers: w, Lagging: l, Behind: max(w, 1)}
 }
 
 // foldSummary keeps the limit bundles most agents hold (ties by digest, so
@@ -237,9 +192,10 @@ func foldSummary(all map[string]AckTotals, limit int) AckSummary {
 	return s
 }
 
-// Gate answers the rotation gate for this summary's agents, as
-// AckRegistry.Gate does for the reports it summarizes (exactly, unless
-// bundles were folded into Other).
+// Gate answers the rotation gate for this summary's agents: the one place
+// the gate is computed. AckRegistry.Gate is this over its unfolded reports,
+// so a summary answers exactly as its registry unless bundles were folded
+// into Other (which count as behind).
 func (s AckSummary) Gate(roots [32]byte) (ok bool, lagging int) {
 	want := hex.EncodeToString(roots[:])
 	for d, t := range s.Bundles {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 func digest(s string) [32]byte { return sha256.Sum256([]byte(s)) }
@@ -26,7 +28,7 @@ func newTestRegistry() (*AckRegistry, *clocktesting.FakeClock) {
 // summary answers the gate exactly as the registry it summarizes.
 func TestAckSummaryGateMatchesRegistry(t *testing.T) {
 	r, _ := newTestRegistry()
-	reports := []AckReport{
+	reports := []wire.AckReport{
 		{Instance: "a", Bundle: hexDigest("old"), Lagging: 0, Watchers: 3},
 		{Instance: "b", Bundle: hexDigest("old"), Lagging: 1, Watchers: 0},
 		{Instance: "c", Bundle: hexDigest("new"), Lagging: 2, Watchers: 5},
@@ -58,9 +60,9 @@ func TestAckSummaryEmptyAndExpired(t *testing.T) {
 	ok, lag := r.Summary().Gate(digest("x"))
 	require.True(t, ok)
 	require.Zero(t, lag)
-	require.NoError(t, r.record("n#1", AckReport{Instance: "1", Bundle: hexDigest("old"), Watchers: 2}))
+	require.NoError(t, r.record("n#1", wire.AckReport{Instance: "1", Bundle: hexDigest("old"), Watchers: 2}))
 	require.Equal(t, 1, r.Summary().Agents())
-	clk.Step(AckLiveness + time.Second)
+	clk.Step(wire.AckLiveness + time.Second)
 	require.Zero(t, r.Summary().Agents(), "an agent silent for AckLiveness is not summarized")
 	b, err := json.Marshal(r.Summary())
 	require.NoError(t, err)
@@ -77,7 +79,7 @@ func TestAckSummaryFolds(t *testing.T) {
 		// Bundle i is held by i+1 agents, so bundles 0..extra-1 are folded.
 		for j := range i + 1 {
 			inst := fmt.Sprintf("%d-%d", i, j)
-			require.NoError(t, r.record("n#"+inst, AckReport{Instance: inst, Bundle: hexDigest(fmt.Sprint(i)), Watchers: 1}))
+			require.NoError(t, r.record("n#"+inst, wire.AckReport{Instance: inst, Bundle: hexDigest(fmt.Sprint(i)), Watchers: 1}))
 		}
 	}
 	s := r.Summary()
@@ -98,12 +100,24 @@ func TestAckSummaryFolds(t *testing.T) {
 
 func TestAckSummaryClampsNegativeCounts(t *testing.T) {
 	r, _ := newTestRegistry()
-	require.NoError(t, r.record("n#1", AckReport{Instance: "1", Bundle: hexDigest("new"), Lagging: -5, Watchers: -1}))
-	require.NoError(t, r.record("n#2", AckReport{Instance: "2", Bundle: hexDigest("new"), Lagging: 2, Watchers: 2}))
+	require.NoError(t, r.record("n#1", wire.AckReport{Instance: "1", Bundle: hexDigest("new"), Lagging: -5, Watchers: -1}))
+	require.NoError(t, r.record("n#2", wire.AckReport{Instance: "2", Bundle: hexDigest("new"), Lagging: 2, Watchers: 2}))
 	s := r.Summary()
 	require.NoError(t, s.Validate())
 	_, lag := s.Gate(digest("new"))
 	require.Equal(t, 2, lag, "a negative count does not cancel another agent's lag")
+}
+
+// TestAckRegistryGateClampsNegativeCounts: the registry's own gate clamps
+// as its summary does, so a negative count cannot open it early.
+func TestAckRegistryGateClampsNegativeCounts(t *testing.T) {
+	r, _ := newTestRegistry()
+	require.NoError(t, r.record("n#1", wire.AckReport{Instance: "1", Bundle: hexDigest("new"), Lagging: -5, Watchers: -1}))
+	require.NoError(t, r.record("n#2", wire.AckReport{Instance: "2", Bundle: hexDigest("new"), Lagging: 2, Watchers: 2}))
+	require.NoError(t, r.record("n#3", wire.AckReport{Instance: "3", Bundle: hexDigest("old"), Watchers: -4}))
+	ok, lag := r.Gate(digest("new"))
+	require.False(t, ok)
+	require.Equal(t, 2+1, lag, "new: 2 lagging, the negative count ignored; old: 1 agent behind")
 }
 
 func TestAckSummaryValidate(t *testing.T) {

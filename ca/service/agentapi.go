@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/identity"
 )
 
 // AgentAPI serves agents the parts of the SPIFFE Workload API messages that
@@ -114,5 +115,6 @@ func (a *AgentAPI) FetchJWTSVID(ctx context.Context, req *workloadpb.JWTSVIDRequ
 	return &workloadpb.JWTSVIDResponse{Svids: []*workloadpb.JWTSVID{{SpiffeId: grant.ID.String(), Svid: token}}}, nil
 }
 
-// isNode reports whether id is a node agent's identity.
-func isNode(id spiffeid.ID) bool { return strings.HasPrefix(id.Path(), NodePathPrefix) }
+// isNode reports whether id is a node agent's identity: only node agents
+// may ask for the certificates of the workloads registered with the server.
+func isNode(id spiffeid.ID) bool { return strings.HasPrefix(id.Path(), identity.NodePathPrefix) }

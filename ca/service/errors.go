@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/identity"
-	k8sid "github.com/certmesh/certmesh/identity/k8s"
 )
 
 type x509bundleT = x509bundle.Bundle
@@ -29,7 +29,6 @@ var (
 	errTokenTooLarge       = errors.New("service: bearer token too large")
 	errBadClientSVID       = errors.New("service: client certificate is not a valid SVID of this trust domain")
 	errExpiredSVID         = errors.New("service: client SVID has expired")
-	errBadAckReport        = errors.New("service: malformed bundle acknowledgement report")
 	errTooManyAgents       = errors.New("service: too many agents reporting")
 	errForeignTrustDomain  = errors.New("service: foreign trust domain")
 	errImpersonationDenied = errors.New("service: caller may not request another identity")
@@ -37,9 +36,10 @@ var (
 	errOtherNode           = errors.New("service: the registration is scoped to other node agents")
 )
 
-// refusal maps an error to the gRPC code and the stable reason label used in
-// logs and metrics. The returned status carries no detail: callers learn the
-// code, operators read the log.
+// refusal maps one of the service's own errors (or the CA's) to the gRPC
+// code and the stable reason label used in logs and metrics; attestation
+// refusals carry both themselves (identity.Refusal). The returned status
+// carries no detail: callers learn the code, operators read the log.
 type refusal struct {
 	match  error
 	code   codes.Code
@@ -51,18 +51,6 @@ var refusals = []refusal{
 	{errBadAuthHeader, codes.Unauthenticated, "bad_auth_header"},
 	{errTokenTooLarge, codes.Unauthenticated, "token_too_large"},
 	{errBadClientSVID, codes.Unauthenticated, "bad_client_svid"},
-	{identity.ErrUnknownToken, codes.Unauthenticated, "unknown_token"},
-	{identity.ErrTokenUsed, codes.Unauthenticated, "token_used"},
-	{identity.ErrTokenExpired, codes.Unauthenticated, "token_expired"},
-	{k8sid.ErrWrongAudience, codes.Unauthenticated, "k8s_wrong_audience"},
-	{k8sid.ErrExpired, codes.Unauthenticated, "k8s_token_expired"},
-	{k8sid.ErrPodGone, codes.Unauthenticated, "k8s_pod_gone"},
-	{k8sid.ErrExcluded, codes.PermissionDenied, "k8s_excluded"},
-	{k8sid.ErrRejected, codes.Unauthenticated, "k8s_token_rejected"},
-	{k8sid.ErrNotServiceAccount, codes.Unauthenticated, "k8s_not_service_account"},
-	{k8sid.ErrReviewUnavailable, codes.Unavailable, "k8s_review_unavailable"},
-	{identity.ErrNotApplicable, codes.Unauthenticated, "unsupported_credential"},
-	{identity.ErrNoRegistration, codes.PermissionDenied, "no_registration"},
 	{errImpersonationDenied, codes.PermissionDenied, "impersonation_denied"},
 	{errBadImpersonation, codes.InvalidArgument, "bad_impersonation"},
 	{errOtherNode, codes.PermissionDenied, "impersonation_other_node"},
@@ -80,13 +68,17 @@ var refusals = []refusal{
 	{ca.ErrForeignID, codes.PermissionDenied, "foreign_id"},
 	{ca.ErrJWTAudience, codes.InvalidArgument, "jwt_audience"},
 	{ca.ErrAuthorityExpired, codes.Unavailable, "authority_expired"},
-	{errBadAckReport, codes.InvalidArgument, "bad_ack_report"},
+	{wire.ErrBadAckReport, codes.InvalidArgument, "bad_ack_report"},
 	{errTooManyAgents, codes.ResourceExhausted, "too_many_agents"},
 	{errUnauthenticated, codes.Unauthenticated, "unauthenticated"},
 }
 
-// classify returns the code and reason for err; unknown errors are Internal.
+// classify returns the code and reason for err: an attestor's refusal's
+// own, else the table's; unknown errors are Internal.
 func classify(err error) (codes.Code, string) {
+	if r, ok := identity.RefusalOf(err); ok {
+		return r.Code(), r.Reason()
+	}
 	for _, r := range refusals {
 		if errors.Is(err, r.match) {
 			return r.code, r.reason

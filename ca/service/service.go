@@ -21,16 +21,9 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/identity"
 )
-
-// ImpersonatedIdentityKey is the request metadata key a node agent uses to
-// ask for a workload's certificate, as Istio's node agents do.
-const ImpersonatedIdentityKey = "ImpersonatedIdentity"
-
-// NodePathPrefix marks node identities (from join tokens): only they may ask
-// for the certificates of the workloads registered with the server.
-const NodePathPrefix = identity.NodePathPrefix
 
 // Signer is the part of the CA the service needs.
 type Signer interface {
@@ -209,7 +202,7 @@ func (s *Service) grant(caller identity.Identity, target string) (ca.CSRGrant, e
 
 func impersonated(req *pb.IstioCertificateRequest) string {
 	if md := req.GetMetadata(); md != nil {
-		if v, ok := md.GetFields()[ImpersonatedIdentityKey]; ok {
+		if v, ok := md.GetFields()[wire.ImpersonatedIdentityKey]; ok {
 			return v.GetStringValue()
 		}
 	}
@@ -230,7 +223,7 @@ const MaxTokenBytes = 16 << 10
 
 func bearerToken(ctx context.Context) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
+	vals := md.Get(wire.AuthorizationKey)
 	if len(vals) == 0 {
 		return "", errNoCredential
 	}

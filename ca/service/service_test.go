@@ -36,6 +36,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/catest"
 	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/identity"
 )
 
@@ -90,7 +91,7 @@ func newFixtureWith(t testing.TB, opts ...func(*service.Config)) *fixture {
 // bundle and its SPIFFE ID; svid, when given, is presented for renewal.
 func (f *fixture) dial(t testing.TB, svid *x509svid.SVID) pb.IstioCertificateServiceClient {
 	t.Helper()
-	authz := tlsconfig.AuthorizeID(service.ServerID(f.ca.TrustDomain()))
+	authz := tlsconfig.AuthorizeID(wire.ServerID(f.ca.TrustDomain()))
 	var cfg *tls.Config
 	if svid != nil {
 		cfg = tlsconfig.MTLSClientConfig(svid, f.ca.Bundle(), authz)
@@ -178,7 +179,7 @@ func TestRefusals(t *testing.T) {
 	node := f.ca.SVID(t, "spiffe://example.org/certmesh/node/n1", time.Hour)
 	workload := f.ca.SVID(t, "spiffe://example.org/vm/w", time.Hour)
 	impersonate := func(id string) *structpb.Struct {
-		s, err := structpb.NewStruct(map[string]any{service.ImpersonatedIdentityKey: id})
+		s, err := structpb.NewStruct(map[string]any{wire.ImpersonatedIdentityKey: id})
 		require.NoError(t, err)
 		return s
 	}
@@ -247,7 +248,7 @@ func TestNodeScopedRegistration(t *testing.T) {
 func (f *fixture) signFor(t *testing.T, node *x509svid.SVID, id string) (*x509.Certificate, error) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	md, err := structpb.NewStruct(map[string]any{service.ImpersonatedIdentityKey: id})
+	md, err := structpb.NewStruct(map[string]any{wire.ImpersonatedIdentityKey: id})
 	require.NoError(t, err)
 	resp, err := f.dial(t, node).CreateCertificate(context.Background(), &pb.IstioCertificateRequest{Csr: csrPEM(t, key, ""), Metadata: md})
 	if err != nil {
@@ -310,7 +311,7 @@ func TestStartStormIsShedNotFatal(t *testing.T) {
 				if shed.Add(1) == 1 {
 					close(firstShed)
 				}
-				if got := trailer.Get(service.RetryAfterKey); len(got) != 1 || got[0] != "500" {
+				if got := trailer.Get(wire.RetryAfterKey); len(got) != 1 || got[0] != "500" {
 					errs <- fmt.Errorf("shed without retry advice: %v", got)
 					return
 				}

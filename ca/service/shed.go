@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // Load shedding: at most MaxInFlight signing requests run at once; others
@@ -18,9 +20,7 @@ import (
 const (
 	DefaultMaxInFlight = 64
 	DefaultQueueWait   = 2 * time.Second
-	// RetryAfterKey is the trailer that tells a shed caller when to retry.
-	RetryAfterKey = "retry-after-ms"
-	retryAdvice   = 500 * time.Millisecond
+	retryAdvice        = 500 * time.Millisecond
 )
 
 // limiter is a counting semaphore with a bounded wait.
@@ -68,7 +68,7 @@ func (s *Service) UnaryShedder() grpc.UnaryServerInterceptor {
 		}
 		if !s.limit.acquire(ctx) {
 			s.cfg.Metrics.refused.WithLabelValues("overloaded").Inc()
-			_ = grpc.SetTrailer(ctx, metadata.Pairs(RetryAfterKey, strconv.FormatInt(retryAdvice.Milliseconds(), 10)))
+			_ = grpc.SetTrailer(ctx, metadata.Pairs(wire.RetryAfterKey, strconv.FormatInt(retryAdvice.Milliseconds(), 10)))
 			return nil, status.Error(codes.ResourceExhausted, "CA is busy; retry later")
 		}
 		defer s.limit.release()

@@ -10,21 +10,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/utils/clock"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/wire"
 )
-
-// ServerIDPath is the SPIFFE ID path of the CA's serving certificate; agents
-// authorize the server by it.
-const ServerIDPath = "/certmesh/server"
-
-// ServerID is the SPIFFE ID the CA server presents.
-func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
-	id, _ := spiffeid.FromPath(td, ServerIDPath)
-	return id
-}
 
 // ServingCert keeps the CA's own TLS certificate fresh: issued by the CA
 // itself, renewed in the handshake path once half its life has passed.
@@ -52,7 +42,7 @@ func (s *ServingCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 		return nil, fmt.Errorf("service: serving key: %w", err)
 	}
 	leaf, err := s.CA.Sign(ca.SignParams{
-		PublicKey: key.Public(), ID: ServerID(s.CA.TrustDomain()),
+		PublicKey: key.Public(), ID: wire.ServerID(s.CA.TrustDomain()),
 		DNSNames: s.DNSNames, IPAddresses: s.IPAddresses, TTL: 24 * time.Hour,
 	})
 	if err != nil {

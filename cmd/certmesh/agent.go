@@ -84,10 +84,7 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	if regs != nil {
 		// The file may list every node's workloads (entries with nodes:);
 		// this agent serves those of the node its join token made it.
-		agentCfg.WorkloadOn = func(w, node spiffeid.ID) bool {
-			e, ok := regs.ByID(w)
-			return ok && e.OnNode(node)
-		}
+		agentCfg.WorkloadOn = identity.Placement(regs)
 	}
 	var edgeNames []string
 	if edgeWatcher != nil {

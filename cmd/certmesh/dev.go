@@ -63,8 +63,7 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	var workloads []spiffeid.ID
 	var attestor identity.Attestor = identity.Chain(nil)
 	if sf.regs != nil {
-		// Entries scoped to other nodes are not this machine's.
-		workloads = workloadIDs(sf.regs.Current().ForNode(nodeID))
+		workloads = workloadIDs(sf.regs.Current())
 		attestor = &identity.PeerAttestor{Registrations: sf.regs, Node: func(context.Context) (spiffeid.ID, error) { return nodeID, nil }}
 		registerRegistrationsMetrics(reg, sf.regs)
 	}
@@ -72,6 +71,11 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 		TrustDomain: cfg.TrustDomain, ServerAddr: srv.Addr(), TrustBundle: srv.CA.Roots(),
 		Credential: sds.NewJoinToken(token), Workloads: workloads, SVIDTTL: sf.svidTTL,
 		Logger: log, Registerer: reg,
+	}
+	if sf.regs != nil {
+		// Entries scoped to other nodes are not this machine's: the agent
+		// places them as a node agent does, by the ID it joined as.
+		agentCfg.WorkloadOn = identity.Placement(sf.regs)
 	}
 	if edgeMgr != nil {
 		agentCfg.Edge = edgeSource{edgeMgr}
@@ -91,7 +95,7 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	if sf.regs != nil {
 		g.Go(func() error {
 			return followRegistrations(ctx, sf.regs, log, func(r *identity.Registrations) {
-				agent.SetWorkloads(workloadIDs(r.ForNode(nodeID)))
+				agent.SetWorkloads(workloadIDs(r))
 			})
 		})
 	}
@@ -104,7 +108,7 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	if sf.metrics != "" {
 		g.Go(func() error { return serveMetrics(ctx, sf.metrics, reg, isReady(agent)) })
 	}
-	g.Go(func() error { return announce(ctx, out, agent, socket, srv, len(workloads)) })
+	g.Go(func() error { return announce(ctx, out, agent, socket, srv) })
 	return g.Wait()
 }
 
@@ -120,13 +124,13 @@ func isReady(a *sds.Agent) func() bool {
 }
 
 // announce prints what a workload needs once the agent holds its SVIDs.
-func announce(ctx context.Context, out io.Writer, a *sds.Agent, socket string, srv *server.Server, n int) error {
+func announce(ctx context.Context, out io.Writer, a *sds.Agent, socket string, srv *server.Server) error {
 	select {
 	case <-ctx.Done():
 		return nil
 	case <-a.Ready():
 	}
-	fmt.Fprintf(out, "certmesh dev: CA on %s, %d workload identities ready\n", srv.Addr(), n)
+	fmt.Fprintf(out, "certmesh dev: CA on %s, %d workload identities ready\n", srv.Addr(), a.ServedWorkloads())
 	fmt.Fprintf(out, "SPIFFE_ENDPOINT_SOCKET=unix://%s\n", socket)
 	return nil
 }

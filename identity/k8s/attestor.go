@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,22 +46,23 @@ const (
 	joinTokenPrefix = "cmjt."
 )
 
-// Refusals. Each has its own reason label in the CA's refusal counter.
+// Refusals (identity.Refusal), each with its gRPC code and its own reason
+// label in the CA's refusal counter.
 var (
 	// ErrWrongAudience: the token was not issued for certmesh's audience.
-	ErrWrongAudience = errors.New("k8s: token audience does not include certmesh's")
+	ErrWrongAudience = identity.NewRefusal(codes.Unauthenticated, "k8s_wrong_audience", "k8s: token audience does not include certmesh's")
 	// ErrExpired: the token's exp has passed.
-	ErrExpired = errors.New("k8s: token expired")
+	ErrExpired = identity.NewRefusal(codes.Unauthenticated, "k8s_token_expired", "k8s: token expired")
 	// ErrPodGone: the token is bound to a pod that no longer exists.
-	ErrPodGone = errors.New("k8s: token's pod no longer exists")
+	ErrPodGone = identity.NewRefusal(codes.Unauthenticated, "k8s_pod_gone", "k8s: token's pod no longer exists")
 	// ErrExcluded: the ServiceAccount or its namespace is excluded by policy.
-	ErrExcluded = errors.New("k8s: service account excluded by policy")
+	ErrExcluded = identity.NewRefusal(codes.PermissionDenied, "k8s_excluded", "k8s: service account excluded by policy")
 	// ErrRejected: the apiserver did not authenticate the token.
-	ErrRejected = errors.New("k8s: token rejected by TokenReview")
+	ErrRejected = identity.NewRefusal(codes.Unauthenticated, "k8s_token_rejected", "k8s: token rejected by TokenReview")
 	// ErrNotServiceAccount: the token authenticates a user that is not a ServiceAccount.
-	ErrNotServiceAccount = errors.New("k8s: token does not belong to a service account")
+	ErrNotServiceAccount = identity.NewRefusal(codes.Unauthenticated, "k8s_not_service_account", "k8s: token does not belong to a service account")
 	// ErrReviewUnavailable: the apiserver could not be asked; try again later.
-	ErrReviewUnavailable = errors.New("k8s: TokenReview unavailable")
+	ErrReviewUnavailable = identity.NewRefusal(codes.Unavailable, "k8s_review_unavailable", "k8s: TokenReview unavailable")
 )
 
 // Config configures an Attestor. Client and TrustDomain are required.

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 
-	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // BundleAcks learns which trust bundle each stream's Envoy has accepted, so
@@ -13,7 +13,7 @@ import (
 // anything is signed with it. The agent implements it.
 type BundleAcks interface {
 	// BundleAcked records that Envoy ACKed a response carrying the bundle
-	// with this digest (ca.BundleDigest) on stream.
+	// with this digest (wire.BundleDigest) on stream.
 	BundleAcked(stream uint64, digest [32]byte)
 	// StreamGone forgets a stream that ended.
 	StreamGone(stream uint64)
@@ -39,7 +39,7 @@ func bundleOf(items []item) *x509bundle.Bundle {
 // onACK records the bundle of the acknowledged response.
 func (s *stream) onACK() {
 	if s.pendingBundle != nil {
-		s.h.acks.BundleAcked(s.id, ca.BundleDigest(s.pendingBundle.X509Authorities()))
+		s.h.acks.BundleAcked(s.id, wire.BundleDigest(s.pendingBundle.X509Authorities()))
 		s.pendingBundle = nil
 	}
 }

@@ -33,6 +33,7 @@ const (
 	attrNonce    = "nonce"
 	attrError    = "error"
 	attrCount    = "count"
+	attrReason   = "reason"
 )
 
 // Source is what the handler needs from the agent. It is declared here,
@@ -152,21 +153,19 @@ func (h *Handler) DeltaSecrets(secretv3.SecretDiscoveryService_DeltaSecretsServe
 }
 
 // attest proves who the caller is from its peer credentials. Any failure
-// becomes one opaque PermissionDenied: the detail is logged, not returned,
-// and a caller is never given a fallback identity.
+// becomes one opaque status with the refusal's code (PermissionDenied): the
+// detail and reason are logged, not returned, and a caller is never given a
+// fallback identity.
 func (h *Handler) attest(ctx context.Context) (identity.Identity, error) {
-	var cred identity.Credential
-	if pc, ok := identity.PeerCredFromContext(ctx); ok {
-		cred.Peer = &pc
-	}
-	ident, err := h.attestor.Attest(ctx, cred)
-	if err == nil && !ident.ID.MemberOf(h.src.TrustDomain()) {
-		err = fmt.Errorf("envoy: attested ID %q is not in trust domain %q", ident.ID, h.src.TrustDomain())
-	}
+	ident, err := identity.AttestPeer(ctx, h.attestor, h.src.TrustDomain())
 	if err != nil {
-		h.log.WarnContext(ctx, "envoy: attestation failed", attrError, err)
+		code, reason := codes.PermissionDenied, "internal"
+		if r, ok := identity.RefusalOf(err); ok {
+			code, reason = r.Code(), r.Reason()
+		}
+		h.log.WarnContext(ctx, "envoy: attestation failed", attrReason, reason, attrError, err)
 		h.metrics.refused.WithLabelValues(reasonAttestation).Inc()
-		return identity.Identity{}, status.Error(codes.PermissionDenied, "envoy: caller could not be attested")
+		return identity.Identity{}, status.Error(code, "envoy: caller could not be attested")
 	}
 	return ident, nil
 }

@@ -5,7 +5,7 @@ import (
 
 	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 
-	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // BundleAcks learns which trust bundle each X.509 stream was last sent, so
@@ -30,7 +30,7 @@ func (h *Handler) trackSVIDs(id uint64, send func(*workloadpb.X509SVIDResponse) 
 			return err
 		}
 		if svids := m.GetSvids(); len(svids) > 0 {
-			h.acks.BundleAcked(id, ca.DigestDER(svids[0].GetBundle()))
+			h.acks.BundleAcked(id, wire.DigestDER(svids[0].GetBundle()))
 		}
 		return nil
 	}
@@ -42,7 +42,7 @@ func (h *Handler) trackBundles(id uint64, send func(*workloadpb.X509BundlesRespo
 		if err := send(m); err != nil {
 			return err
 		}
-		h.acks.BundleAcked(id, ca.DigestDER(m.GetBundles()[h.src.TrustDomain().IDString()]))
+		h.acks.BundleAcked(id, wire.DigestDER(m.GetBundles()[h.src.TrustDomain().IDString()]))
 		return nil
 	}
 }

@@ -3,7 +3,6 @@ package workload
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -17,21 +16,19 @@ import (
 // talking to the socket cannot fetch SVIDs: it cannot set the header.
 const securityHeader = "workload.spiffe.io"
 
-// Reasons a call is refused. They are matched with errors.Is and never
-// reach the caller: the caller sees the refusal's public message.
+// Reasons a call is refused, besides the caller's attestation (see
+// identity.AttestPeer). They are matched with errors.Is and never reach the
+// caller: the caller sees the refusal's public message.
 var (
-	errMissingHeader      = errors.New("workload: security header missing")
-	errNoPeerCred         = errors.New("workload: no peer credentials on connection (server not built with identity.PeerCredentials?)")
-	errAttestation        = errors.New("workload: attestation failed")
-	errForeignTrustDomain = errors.New("workload: attested ID outside the agent's trust domain")
-	errBadAudience        = errors.New("workload: audience must be 1 to 16 non-empty strings")
-	errBadSPIFFEID        = errors.New("workload: requested SPIFFE ID is malformed")
-	errNotCallerID        = errors.New("workload: requested SPIFFE ID is not the caller's")
-	errJWTUnavailable     = errors.New("workload: JWT-SVID cannot be issued")
-	errMissingValidate    = errors.New("workload: audience and svid are required")
-	errNoJWTBundle        = errors.New("workload: no JWT bundle yet")
-	errInvalidJWT         = errors.New("workload: JWT-SVID failed validation")
-	errJWTExpired         = errors.New("workload: JWT-SVID expired")
+	errMissingHeader   = errors.New("workload: security header missing")
+	errBadAudience     = errors.New("workload: audience must be 1 to 16 non-empty strings")
+	errBadSPIFFEID     = errors.New("workload: requested SPIFFE ID is malformed")
+	errNotCallerID     = errors.New("workload: requested SPIFFE ID is not the caller's")
+	errJWTUnavailable  = errors.New("workload: JWT-SVID cannot be issued")
+	errMissingValidate = errors.New("workload: audience and svid are required")
+	errNoJWTBundle     = errors.New("workload: no JWT bundle yet")
+	errInvalidJWT      = errors.New("workload: JWT-SVID failed validation")
+	errJWTExpired      = errors.New("workload: JWT-SVID expired")
 )
 
 // refusal is how one kind of error is shown: a gRPC code, a stable reason
@@ -46,10 +43,6 @@ type refusal struct {
 
 var refusals = []refusal{
 	{errMissingHeader, codes.InvalidArgument, "missing_header", "security header missing from request"},
-	{errNoPeerCred, codes.PermissionDenied, "no_peer_credentials", "caller could not be attested"},
-	{identity.ErrNoRegistration, codes.PermissionDenied, "no_registration", "no identity issued to caller"},
-	{errAttestation, codes.PermissionDenied, "attestation_failed", "caller could not be attested"},
-	{errForeignTrustDomain, codes.PermissionDenied, "foreign_trust_domain", "no identity issued to caller"},
 	{errBadAudience, codes.InvalidArgument, "bad_audience", "audience must be 1 to 16 non-empty strings"},
 	{errBadSPIFFEID, codes.InvalidArgument, "bad_spiffe_id", "spiffe_id is not a valid SPIFFE ID"},
 	{errNotCallerID, codes.PermissionDenied, "not_caller_id", "spiffe_id is not the caller's identity"},
@@ -61,16 +54,34 @@ var refusals = []refusal{
 }
 
 // refuse logs the detail of err, counts its reason and returns the opaque
-// status the caller sees. Errors without a refusal entry are Internal.
+// status the caller sees: the handler's own refusals by the table above,
+// attestation refusals by the code and reason they carry
+// (identity.RefusalOf). Other errors are Internal.
 func (h *Handler) refuse(method string, err error) error {
 	for _, r := range refusals {
 		if errors.Is(err, r.match) {
-			h.metrics.refused.WithLabelValues(r.reason).Inc()
-			h.log.Warn("refused workload API call", attrMethod, method, attrReason, r.reason, attrError, err.Error())
-			return status.Error(r.code, r.message)
+			return h.refused(method, r.code, r.reason, r.message, err)
 		}
 	}
+	if r, ok := identity.RefusalOf(err); ok {
+		return h.refused(method, r.Code(), r.Reason(), attestationMessage(err), err)
+	}
 	return h.internal(method, err)
+}
+
+func (h *Handler) refused(method string, code codes.Code, reason, message string, err error) error {
+	h.metrics.refused.WithLabelValues(reason).Inc()
+	h.log.Warn("refused workload API call", attrMethod, method, attrReason, reason, attrError, err.Error())
+	return status.Error(code, message)
+}
+
+// attestationMessage tells a refused caller whether it could not be
+// attested at all, or was attested and given no identity here.
+func attestationMessage(err error) string {
+	if errors.Is(err, identity.ErrNoRegistration) || errors.Is(err, identity.ErrForeignTrustDomain) {
+		return "no identity issued to caller"
+	}
+	return "caller could not be attested"
 }
 
 // internal logs an unexpected failure and returns an opaque Internal status.
@@ -87,19 +98,12 @@ func (h *Handler) authorize(ctx context.Context, method string) (identity.Identi
 	if !hasSecurityHeader(ctx) {
 		return identity.Identity{}, h.refuse(method, errMissingHeader)
 	}
-	cred, ok := identity.PeerCredFromContext(ctx)
-	if !ok {
-		return identity.Identity{}, h.refuse(method, errNoPeerCred)
-	}
-	id, err := h.att.Attest(ctx, identity.Credential{Peer: &cred})
+	id, err := identity.AttestPeer(ctx, h.att, h.src.TrustDomain())
 	if err != nil {
 		if ctx.Err() != nil {
 			return identity.Identity{}, status.FromContextError(ctx.Err()).Err()
 		}
-		return identity.Identity{}, h.refuse(method, fmt.Errorf("%w: %s: %w", errAttestation, cred, err))
-	}
-	if !id.ID.MemberOf(h.src.TrustDomain()) {
-		return identity.Identity{}, h.refuse(method, fmt.Errorf("%w: %s for %s", errForeignTrustDomain, id.ID, cred))
+		return identity.Identity{}, h.refuse(method, err)
 	}
 	return id, nil
 }

@@ -26,7 +26,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/catest"
-	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/test/harness"
 )
 
@@ -106,7 +106,7 @@ func renewalClient(b *testing.B, addr, dir string) pb.IstioCertificateServiceCli
 		b.Fatal(err)
 	}
 	bundle := x509bundle.FromX509Authorities(id.TrustDomain(), roots)
-	authz := tlsconfig.AuthorizeID(service.ServerID(id.TrustDomain()))
+	authz := tlsconfig.AuthorizeID(wire.ServerID(id.TrustDomain()))
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.TLSClientConfig(bundle, authz))))
 	if err != nil {
 		b.Fatal(err)

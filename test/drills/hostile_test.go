@@ -26,7 +26,7 @@ import (
 	pb "istio.io/api/security/v1alpha1"
 
 	"github.com/certmesh/certmesh/ca"
-	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/test/harness"
 )
 
@@ -51,7 +51,7 @@ func TestDrillHostileInput(t *testing.T) {
 
 	bundle := x509bundle.FromX509Authorities(td, roots)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(
-		tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(service.ServerID(td))))))
+		tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(wire.ServerID(td))))))
 	require.NoError(t, err)
 	defer conn.Close()
 	client := pb.NewIstioCertificateServiceClient(conn)

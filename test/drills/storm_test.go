@@ -28,7 +28,7 @@ import (
 	pb "istio.io/api/security/v1alpha1"
 
 	"github.com/certmesh/certmesh/ca/server"
-	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // TestDrillStartStorm: 2,000 workloads (each its own TLS connection and join
@@ -52,7 +52,7 @@ func TestDrillStartStorm(t *testing.T) {
 	}
 	csr := stormCSR(t)
 	bundle := x509bundle.FromX509Authorities(td, srv.CA.Roots())
-	creds := credentials.NewTLS(tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(service.ServerID(td))))
+	creds := credentials.NewTLS(tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(wire.ServerID(td))))
 
 	peak := watchHeap(ctx)
 	var shed atomic.Int64
@@ -116,7 +116,7 @@ func firstSVID(addr string, creds credentials.TransportCredentials, token, csr s
 			return err
 		}
 		shed.Add(1)
-		ms, _ := strconv.Atoi(first(trailer.Get(service.RetryAfterKey)))
+		ms, _ := strconv.Atoi(first(trailer.Get(wire.RetryAfterKey)))
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 	}
 	return fmt.Errorf("still shed after 100 attempts: %w", err)

@@ -26,7 +26,7 @@ import (
 	"github.com/certmesh/certmesh/ca/catest"
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
 	"github.com/certmesh/certmesh/ca/server"
-	caservice "github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/test/harness"
 	"github.com/certmesh/certmesh/test/kube/kubetest"
 )
@@ -86,7 +86,7 @@ func (l liveBundle) GetX509BundleForTrustDomain(spiffeid.TrustDomain) (*x509bund
 type testAgent struct {
 	conn *grpc.ClientConn
 	mu   sync.Mutex
-	last caservice.AckReport
+	last wire.AckReport
 }
 
 func newTestAgent(t *testing.T, to *testServer) *testAgent {
@@ -96,7 +96,7 @@ func newTestAgent(t *testing.T, to *testServer) *testAgent {
 	leaf, err := to.CA.Sign(ca.SignParams{PublicKey: key.Public(), ID: spiffeid.RequireFromString("spiffe://example.org/certmesh/node/test"), TTL: time.Hour})
 	require.NoError(t, err)
 	svid := catest.ToSVID(t, leaf, key)
-	tlsCfg := tlsconfig.MTLSClientConfig(svid, liveBundle{to.CA}, tlsconfig.AuthorizeID(caservice.ServerID(td)))
+	tlsCfg := tlsconfig.MTLSClientConfig(svid, liveBundle{to.CA}, tlsconfig.AuthorizeID(wire.ServerID(td)))
 	conn, err := grpc.NewClient(to.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	require.NoError(t, err)
 	a := &testAgent{conn: conn}
@@ -115,7 +115,7 @@ func newTestAgent(t *testing.T, to *testServer) *testAgent {
 			a.mu.Unlock()
 			if rep.Bundle != "" {
 				rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
-				_ = caservice.SendAckReport(rctx, conn, rep)
+				_ = wire.SendAckReport(rctx, conn, rep)
 				rcancel()
 			}
 		}
@@ -127,10 +127,10 @@ func newTestAgent(t *testing.T, to *testServer) *testAgent {
 // report says the agent holds roots with lagging of its 3 watchers behind.
 func (a *testAgent) report(t *testing.T, roots [32]byte, lagging int) {
 	t.Helper()
-	rep := caservice.AckReport{Instance: "agent-1", Bundle: hex.EncodeToString(roots[:]), Lagging: lagging, Watchers: 3}
+	rep := wire.AckReport{Instance: "agent-1", Bundle: hex.EncodeToString(roots[:]), Lagging: lagging, Watchers: 3}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	require.NoError(t, caservice.SendAckReport(ctx, a.conn, rep))
+	require.NoError(t, wire.SendAckReport(ctx, a.conn, rep))
 	a.mu.Lock()
 	a.last = rep
 	a.mu.Unlock()
@@ -189,14 +189,14 @@ func heldWith(s *testServer, lagging int) func() bool {
 func TestAckGateSeesFollowerAgents(t *testing.T) {
 	ns, leader, follower := ackPair(t, false)
 	agent := newTestAgent(t, follower)
-	agent.report(t, ca.BundleDigest(leader.CA.Roots()), 0)
+	agent.report(t, wire.BundleDigest(leader.CA.Roots()), 0)
 	harness.WaitFor(t, 20*time.Second, "leader sees the follower's agent", func() bool { return peerFresh(leader, follower.Leader.Identity(), 1) })
 
 	prepared, err := leader.CA.Rotate()
 	require.NoError(t, err)
 	harness.WaitFor(t, 20*time.Second, "follower loads the prepared root", func() bool { return len(follower.CA.Roots()) == 2 })
-	newRoots := ca.BundleDigest(leader.CA.Roots())
-	require.Equal(t, newRoots, ca.BundleDigest(follower.CA.Roots()))
+	newRoots := wire.BundleDigest(leader.CA.Roots())
+	require.Equal(t, newRoots, wire.BundleDigest(follower.CA.Roots()))
 
 	// The agent on the follower still holds the old bundle: all its 3
 	// watchers count, and the leader holds the switch after the overlap.
@@ -233,7 +233,7 @@ func TestAckGateSeesFollowerAgents(t *testing.T) {
 func TestAckGateIgnoresStaleFollower(t *testing.T) {
 	ns, leader, follower := ackPair(t, true)
 	agent := newTestAgent(t, follower)
-	agent.report(t, ca.BundleDigest(leader.CA.Roots()), 0)
+	agent.report(t, wire.BundleDigest(leader.CA.Roots()), 0)
 	followerID := follower.Leader.Identity()
 	harness.WaitFor(t, 20*time.Second, "leader sees the follower's agent", func() bool { return peerFresh(leader, followerID, 1) })
 
