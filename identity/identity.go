@@ -23,6 +23,9 @@ var (
 	// ErrNoRegistration means the caller was authenticated but no
 	// registration entry grants it an identity.
 	ErrNoRegistration = errors.New("identity: no registration for caller")
+	// ErrReservedID means an identity under ReservedPathPrefix was asked
+	// for by someone who may not have it.
+	ErrReservedID = errors.New("identity: reserved SPIFFE ID")
 )
 
 // Attestor names used in Identity.Attestor; they end up in logs and metric
