@@ -4,6 +4,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"fmt"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -26,6 +28,50 @@ func BenchmarkSignDirect(b *testing.B) {
 	for b.Loop() {
 		if _, err := c.Sign(ca.SignParams{PublicKey: leafKey.Public(), ID: id}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseCSRHonest is what an honest request costs to check: a
+// P-256 CSR, parsed and its signature verified. The refusal benchmarks
+// below read as ratios to it.
+func BenchmarkParseCSRHonest(b *testing.B) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	benchParseCSR(b, makeCSR(b, k, []string{"spiffe://example.org/ns/default/sa/web"}, nil), false)
+}
+
+// BenchmarkParseCSRHonestRSA2048 is Istio's agent's default request.
+func BenchmarkParseCSRHonestRSA2048(b *testing.B) {
+	k, _ := rsa.GenerateKey(rand.Reader, 2048)
+	benchParseCSR(b, makeCSR(b, k, nil, nil), false)
+}
+
+// BenchmarkParseCSRRefusedHugeRSA is the worst refusal we could build: the
+// largest RSA modulus that fits in a CSR under MaxCSRBytes (about 500,000
+// bits), refused before its signature is checked.
+func BenchmarkParseCSRRefusedHugeRSA(b *testing.B) {
+	benchParseCSR(b, hostileRSACSR(b, 8*(ca.MaxCSRBytes*3/4-1024)/2, 65537), true)
+}
+
+// BenchmarkParseCSRRefusedManySANs: a CSR full of SANs, at the size limit.
+func BenchmarkParseCSRRefusedManySANs(b *testing.B) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var dns []string
+	for i := 0; len(dns)*24 < ca.MaxCSRBytes*3/4-1024; i++ {
+		dns = append(dns, fmt.Sprintf("n%06d.example.org", i))
+	}
+	benchParseCSR(b, makeCSR(b, k, nil, dns), true)
+}
+
+func benchParseCSR(b *testing.B, csr []byte, refused bool) {
+	b.Helper()
+	if len(csr) > ca.MaxCSRBytes {
+		b.Fatalf("CSR of %d bytes is over the limit", len(csr))
+	}
+	b.SetBytes(int64(len(csr)))
+	for b.Loop() {
+		if _, err := ca.ParseCSR(csr); (err != nil) != refused {
+			b.Fatalf("refused=%v: %v", refused, err)
 		}
 	}
 }

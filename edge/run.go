@@ -103,7 +103,7 @@ func (m *Manager) serveHTTP01(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("edge: http-01 listener: %w", err)
 	}
-	srv := &http.Server{Handler: m.http01, ReadHeaderTimeout: 10 * time.Second}
+	srv := challengeServer(m.http01)
 	serve(ctx, g, func() error { return srv.Serve(ln) }, srv.Close)
 	return nil
 }
@@ -117,10 +117,24 @@ func (m *Manager) serveALPN(ctx context.Context, g *errgroup.Group) error {
 		return fmt.Errorf("edge: tls-alpn-01 listener: %w", err)
 	}
 	// The handshake is the whole answer; the server never needs to read a request.
-	srv := &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := challengeServer(http.NotFoundHandler())
 	tl := tls.NewListener(ln, m.alpn.tlsConfig())
 	serve(ctx, g, func() error { return srv.Serve(tl) }, srv.Close)
 	return nil
+}
+
+// challengeServer serves an Internet-facing challenge port. An ACME
+// validator sends one small GET, so every phase of a connection is bounded:
+// a client that opens connections and stalls ties up nothing for long.
+func challengeServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
 }
 
 // serve runs a server in g and closes it when ctx ends.

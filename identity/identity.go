@@ -25,6 +25,9 @@ var (
 	// ErrNoRegistration means the caller was authenticated but no
 	// registration entry grants it an identity.
 	ErrNoRegistration = NewRefusal(codes.PermissionDenied, "no_registration", "identity: no registration for caller")
+	// ErrReservedID means an identity under ReservedPathPrefix was asked
+	// for by someone who may not have it.
+	ErrReservedID = NewRefusal(codes.PermissionDenied, "reserved_id", "identity: reserved SPIFFE ID")
 )
 
 // Attestor names used in Identity.Attestor; they end up in logs and metric

@@ -92,6 +92,8 @@ func TestJoinTokenCreate(t *testing.T) {
 		{name: "ttl too long", id: testAgent, ttl: MaxJoinTokenTTL + time.Nanosecond, wantErr: true},
 		{name: "other trust domain", id: spiffeid.RequireFromString("spiffe://other.org/a"), ttl: time.Hour, wantErr: true},
 		{name: "zero id", ttl: time.Hour, wantErr: true},
+		{name: "the server's ID", id: spiffeid.RequireFromString("spiffe://example.org/certmesh/server"), ttl: time.Hour, wantErr: true},
+		{name: "reserved path", id: spiffeid.RequireFromString("spiffe://example.org/certmesh/x"), ttl: time.Hour, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

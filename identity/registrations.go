@@ -1,9 +1,11 @@
 package identity
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -20,8 +22,11 @@ type Entry struct {
 	// Nodes, when set, are the node agents (IDs under NodePathPrefix) that may
 	// ask for this identity on the workload's behalf, as SPIRE's parentID
 	// scopes an entry: a node that is broken into yields only the identities
-	// of its own workloads. Empty means any node agent.
-	Nodes []spiffeid.ID
+	// of its own workloads. AnyNode (`nodes: ["*"]`) says any node agent may,
+	// on purpose. With neither the entry is unscoped: any node agent may,
+	// which only `certmesh dev` (one in-process agent) accepts (Scoped).
+	Nodes   []spiffeid.ID
+	AnyNode bool
 	// Line is where the entry starts in the registrations file, so that
 	// logs and errors about it point at something an operator can edit.
 	Line int
@@ -31,16 +36,31 @@ type Entry struct {
 // may ask for the certificates of registered workloads.
 const NodePathPrefix = "/certmesh/node/"
 
+// ReservedPathPrefix holds certmesh's own identities: node agents' (under
+// NodePathPrefix) and the server's. No registration may claim one, and a
+// join token only a node agent's, so no workload can pose as a node agent
+// or as the CA.
+const ReservedPathPrefix = "/certmesh/"
+
+// IsReserved reports whether id lies under ReservedPathPrefix.
+func IsReserved(id spiffeid.ID) bool { return strings.HasPrefix(id.Path(), ReservedPathPrefix) }
+
+// IsNode reports whether id is a node agent's identity.
+func IsNode(id spiffeid.ID) bool { return strings.HasPrefix(id.Path(), NodePathPrefix) }
+
 // OnNode reports whether node's agent may ask for the entry's identity: the
-// entry lists node, or lists no nodes at all.
+// entry lists node, or is any node's.
 func (e Entry) OnNode(node spiffeid.ID) bool {
-	return len(e.Nodes) == 0 || slices.Contains(e.Nodes, node)
+	return e.anyNode() || slices.Contains(e.Nodes, node)
 }
+
+// anyNode reports whether every node agent may ask for the entry.
+func (e Entry) anyNode() bool { return e.AnyNode || len(e.Nodes) == 0 }
 
 // sharesNode reports whether some node agent could serve both entries, so
 // that their selectors would compete on it.
 func (e Entry) sharesNode(o Entry) bool {
-	return len(e.Nodes) == 0 || len(o.Nodes) == 0 || slices.ContainsFunc(e.Nodes, o.OnNode)
+	return e.anyNode() || o.anyNode() || slices.ContainsFunc(e.Nodes, o.OnNode)
 }
 
 // matches reports whether every selector set on the entry matches the peer.
@@ -131,6 +151,23 @@ func ParseRegistrations(data []byte, source string) (*Registrations, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// ErrUnscopedEntry: a registrations file used by node agents has an entry
+// that names no nodes. Such an entry would be every node's, so one node
+// broken into would yield it; the operator must say which nodes, or "*".
+var ErrUnscopedEntry = errors.New("entry lists no nodes")
+
+// RequireNodes returns an error naming the first entry that lists no nodes
+// (neither node agents nor "*"), with its line in source.
+func (r *Registrations) RequireNodes(source string) error {
+	for _, e := range r.entries {
+		if len(e.Nodes) == 0 && !e.AnyNode {
+			return &RegistrationError{Source: source, Line: e.Line, Err: fmt.Errorf("%w: %s: name the node agents that may ask for it (%s: [spiffe://%s%s…]) or %s: [%q] for any node",
+				ErrUnscopedEntry, e.ID, keyNodes, r.td.Name(), NodePathPrefix, keyNodes, AnyNodeWildcard)}
+		}
+	}
+	return nil
 }
 
 // Current is r itself: fixed registrations are always the ones in force.

@@ -30,6 +30,9 @@ type RegistrationsFile struct {
 	stamp   fileStamp
 	err     error
 	changed chan struct{}
+	// requireNodes refuses a version with an entry that lists no nodes
+	// (OpenNodeRegistrations).
+	requireNodes bool
 }
 
 // fileStamp tells a changed file without reading it: an edit in place changes
@@ -48,6 +51,17 @@ func stampOf(fi os.FileInfo) fileStamp {
 // as at every start.
 func OpenRegistrations(path string) (*RegistrationsFile, error) {
 	f := &RegistrationsFile{path: path, changed: make(chan struct{})}
+	if _, err := f.Reload(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// OpenNodeRegistrations is OpenRegistrations for a file that remote node
+// agents use (`certmesh server` and `agent`): every entry must list its
+// nodes, or "*" for any node, at start and in every edit that takes effect.
+func OpenNodeRegistrations(path string) (*RegistrationsFile, error) {
+	f := &RegistrationsFile{path: path, changed: make(chan struct{}), requireNodes: true}
 	if _, err := f.Reload(); err != nil {
 		return nil, err
 	}
@@ -133,6 +147,9 @@ func (f *RegistrationsFile) reloadLocked() (bool, error) {
 		return false, nil
 	}
 	r, err := ParseRegistrations(data, f.path)
+	if err == nil && f.requireNodes {
+		err = r.RequireNodes(f.path)
+	}
 	if cur := f.Current(); err == nil && cur != nil && r.TrustDomain() != cur.TrustDomain() {
 		err = fmt.Errorf("%w (from %q to %q in %s)", ErrTrustDomainChanged, cur.TrustDomain().Name(), r.TrustDomain().Name(), f.path)
 	}

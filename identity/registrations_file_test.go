@@ -121,3 +121,24 @@ func TestRegistrationsFileWatch(t *testing.T) {
 	require.Equal(t, "spiffe://example.org/db", got.ID.String())
 	require.NoError(t, f.Err())
 }
+
+// TestOpenNodeRegistrations: a file for node agents refuses an unscoped
+// entry at start, and an edit that adds one keeps the version in force.
+func TestOpenNodeRegistrations(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "regs.yaml")
+	const scoped = "trustDomain: example.org\nworkloads:\n  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: ['*']\n"
+	const unscoped = "trustDomain: example.org\nworkloads:\n  - spiffeID: spiffe://example.org/a\n    uid: 1\n"
+	replace(t, path, unscoped)
+	_, err := OpenNodeRegistrations(path)
+	require.ErrorIs(t, err, ErrUnscopedEntry)
+
+	replace(t, path, scoped)
+	f, err := OpenNodeRegistrations(path)
+	require.NoError(t, err)
+	replace(t, path, unscoped)
+	_, err = f.Reload()
+	require.ErrorIs(t, err, ErrUnscopedEntry)
+	e, ok := f.ByID(spiffeid.RequireFromString("spiffe://example.org/a"))
+	require.True(t, ok)
+	require.True(t, e.AnyNode, "the scoped version stays in force")
+}

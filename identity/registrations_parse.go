@@ -196,43 +196,60 @@ func (p *regParser) parseEntry(n *yaml.Node) (Entry, error) {
 	if e.EdgeCertificates, err = p.parseEdgeNames(f[keyEdgeCerts]); err != nil {
 		return Entry{}, err
 	}
-	if e.Nodes, err = p.parseNodes(f[keyNodes]); err != nil {
+	if e.Nodes, e.AnyNode, err = p.parseNodes(f[keyNodes]); err != nil {
 		return Entry{}, err
 	}
 	return e, nil
 }
 
 // parseNodes reads the node agents an entry is scoped to: SPIFFE IDs in the
-// trust domain under NodePathPrefix, each once. An empty list is refused
-// rather than read as "any node", which leaving the field out says.
-func (p *regParser) parseNodes(n *yaml.Node) ([]spiffeid.ID, error) {
+// trust domain under NodePathPrefix, each once, or ["*"] for any node agent.
+// An empty list is refused rather than read as "any node".
+func (p *regParser) parseNodes(n *yaml.Node) (nodes []spiffeid.ID, everyNode bool, err error) {
 	if n == nil {
-		return nil, nil
+		return nil, false, nil
 	}
 	if n.Kind != yaml.SequenceNode || len(n.Content) == 0 {
-		return nil, p.errAt(n.Line, "%s must be a non-empty list of node agent SPIFFE IDs (leave it out for any node)", keyNodes)
+		return nil, false, p.errAt(n.Line, "%s must be a non-empty list of node agent SPIFFE IDs, or [\"*\"] for any node", keyNodes)
 	}
-	nodes := make([]spiffeid.ID, 0, len(n.Content))
+	if n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Value == AnyNodeWildcard {
+		if len(n.Content) > 1 {
+			return nil, false, p.errAt(n.Line, "%s: %q stands alone (it already means every node)", keyNodes, AnyNodeWildcard)
+		}
+		return nil, true, nil
+	}
+	nodes = make([]spiffeid.ID, 0, len(n.Content))
 	for _, item := range n.Content {
-		if item.Kind != yaml.ScalarNode {
-			return nil, p.errAt(item.Line, "node must be a SPIFFE ID string")
-		}
-		id, err := spiffeid.FromString(item.Value)
+		id, err := p.parseNode(item)
 		if err != nil {
-			return nil, p.errAt(item.Line, "malformed node %q: %w", item.Value, err)
-		}
-		if !id.MemberOf(p.td) {
-			return nil, p.errAt(item.Line, "node %q is outside trust domain %q", item.Value, p.td.Name())
-		}
-		if !strings.HasPrefix(id.Path(), NodePathPrefix) {
-			return nil, p.errAt(item.Line, "node %q is not a node agent's ID (its path must start with %s)", item.Value, NodePathPrefix)
+			return nil, false, err
 		}
 		if slices.Contains(nodes, id) {
-			return nil, p.errAt(item.Line, "node %q listed twice", item.Value)
+			return nil, false, p.errAt(item.Line, "node %q listed twice", item.Value)
 		}
 		nodes = append(nodes, id)
 	}
-	return nodes, nil
+	return nodes, false, nil
+}
+
+// AnyNodeWildcard in an entry's nodes says that any node agent may ask for it.
+const AnyNodeWildcard = "*"
+
+func (p *regParser) parseNode(item *yaml.Node) (spiffeid.ID, error) {
+	if item.Kind != yaml.ScalarNode {
+		return spiffeid.ID{}, p.errAt(item.Line, "node must be a SPIFFE ID string")
+	}
+	id, err := spiffeid.FromString(item.Value)
+	if err != nil {
+		return spiffeid.ID{}, p.errAt(item.Line, "malformed node %q: %w", item.Value, err)
+	}
+	if !id.MemberOf(p.td) {
+		return spiffeid.ID{}, p.errAt(item.Line, "node %q is outside trust domain %q", item.Value, p.td.Name())
+	}
+	if !IsNode(id) {
+		return spiffeid.ID{}, p.errAt(item.Line, "node %q is not a node agent's ID (its path must start with %s)", item.Value, NodePathPrefix)
+	}
+	return id, nil
 }
 
 func (p *regParser) parseID(entry, n *yaml.Node) (spiffeid.ID, error) {
@@ -251,6 +268,9 @@ func (p *regParser) parseID(entry, n *yaml.Node) (spiffeid.ID, error) {
 	}
 	if id.Path() == "" {
 		return spiffeid.ID{}, p.errAt(n.Line, "spiffeID %q names the trust domain itself, not a workload", n.Value)
+	}
+	if IsReserved(id) {
+		return spiffeid.ID{}, p.errAt(n.Line, "spiffeID %q is reserved: paths under %s are certmesh's own (node agents and the server)", n.Value, ReservedPathPrefix)
 	}
 	return id, nil
 }

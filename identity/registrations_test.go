@@ -154,6 +154,16 @@ func TestParseRegistrationsErrors(t *testing.T) {
 			wantLine: 6,
 		},
 		{name: "nodes empty", doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: []\n", wantLine: 5},
+		{name: "nodes wildcard among IDs", doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: ['*', spiffe://example.org/certmesh/node/n1]\n", wantLine: 5},
+		{name: "duplicate selector, one on every node", doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: ['*']\n" +
+			"  - spiffeID: spiffe://example.org/b\n    uid: 1\n    nodes: [spiffe://example.org/certmesh/node/n1]\n", wantLine: 6},
+		{name: "reserved: a node agent's ID", doc: head + "  - spiffeID: spiffe://example.org/certmesh/node/n2\n    uid: 1\n", wantLine: 3},
+		{
+			name:     "reserved: the server's ID",
+			doc:      head + "  - spiffeID: spiffe://example.org/certmesh/server\n    uid: 1\n",
+			wantLine: 3,
+			wantMsg:  `identity: registrations.yaml:3: spiffeID "spiffe://example.org/certmesh/server" is reserved: paths under /certmesh/ are certmesh's own (node agents and the server)`,
+		},
 		{name: "nodes not list", doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: spiffe://example.org/certmesh/node/n1\n", wantLine: 5},
 		{name: "node malformed", doc: head + "  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: [n1]\n", wantLine: 5},
 		{
@@ -254,4 +264,29 @@ func TestLoadRegistrations(t *testing.T) {
 	require.ErrorAs(t, err, &regErr)
 	require.Equal(t, bad, regErr.Source)
 	require.Equal(t, 2, regErr.Line)
+}
+
+// TestRequireNodes: a file for remote node agents must scope every entry,
+// to named nodes or to "*" on purpose.
+func TestRequireNodes(t *testing.T) {
+	const head = "trustDomain: example.org\nworkloads:\n"
+	scoped, err := ParseRegistrations([]byte(head+
+		"  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: [spiffe://example.org/certmesh/node/n1]\n"+
+		"  - spiffeID: spiffe://example.org/b\n    uid: 2\n    nodes: ['*']\n"), "regs.yaml")
+	require.NoError(t, err)
+	require.NoError(t, scoped.RequireNodes("regs.yaml"))
+	b, ok := scoped.ByID(spiffeid.RequireFromString("spiffe://example.org/b"))
+	require.True(t, ok)
+	require.True(t, b.AnyNode)
+	require.True(t, b.OnNode(spiffeid.RequireFromString("spiffe://example.org/certmesh/node/n9")))
+
+	unscoped, err := ParseRegistrations([]byte(head+
+		"  - spiffeID: spiffe://example.org/a\n    uid: 1\n    nodes: ['*']\n"+
+		"  - spiffeID: spiffe://example.org/b\n    uid: 2\n"), "regs.yaml")
+	require.NoError(t, err)
+	err = unscoped.RequireNodes("regs.yaml")
+	require.ErrorIs(t, err, ErrUnscopedEntry)
+	var regErr *RegistrationError
+	require.ErrorAs(t, err, &regErr)
+	require.Equal(t, 6, regErr.Line)
 }

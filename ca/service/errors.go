@@ -60,6 +60,7 @@ var refusals = []refusal{
 	{ca.ErrCSRMalformed, codes.InvalidArgument, "csr_malformed"},
 	{ca.ErrCSRSignature, codes.InvalidArgument, "csr_signature"},
 	{ca.ErrCSRCurve, codes.InvalidArgument, "csr_curve"},
+	{ca.ErrCSRRSAKey, codes.InvalidArgument, "csr_rsa_key"},
 	{ca.ErrCSRTooLarge, codes.InvalidArgument, "csr_too_large"},
 	{ca.ErrCSRTooManySANs, codes.InvalidArgument, "csr_too_many_sans"},
 	{ca.ErrWeakKey, codes.InvalidArgument, "weak_key"},

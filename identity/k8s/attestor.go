@@ -194,7 +194,9 @@ func (a *Attestor) review(ctx context.Context, tok string, c claims) (identity.I
 	if !rv.Status.Authenticated {
 		return identity.Identity{}, a.whyRejected(ctx, c, rv.Status.Error)
 	}
-	if len(rv.Status.Audiences) > 0 && !slices.Contains(rv.Status.Audiences, a.cfg.Audience) {
+	// An answer that names no audience did not check ours (an apiserver
+	// that ignores spec.audiences, or a webhook authenticator): refused.
+	if !slices.Contains(rv.Status.Audiences, a.cfg.Audience) {
 		return identity.Identity{}, fmt.Errorf("%w: reviewed for %v", ErrWrongAudience, rv.Status.Audiences)
 	}
 	ns, sa, ok := parseServiceAccountUser(rv.Status.User.Username)

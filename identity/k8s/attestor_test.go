@@ -220,3 +220,20 @@ func countActions(cs *fake.Clientset, verb, resource string) int {
 	}
 	return n
 }
+
+// TestAttestReviewWithoutAudiences: a TokenReview answer that names no
+// audience did not check certmesh's, so the token is refused.
+func TestAttestReviewWithoutAudiences(t *testing.T) {
+	const aud = "spiffe://example.org"
+	cs := fake.NewClientset(pod("web-0", nil))
+	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
+		tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true,
+			User: authenticationv1.UserInfo{Username: "system:serviceaccount:shop:web"}}
+		return true, tr, nil
+	})
+	a, err := New(Config{Client: cs, TrustDomain: td, Clock: clocktesting.NewFakePassiveClock(now)})
+	require.NoError(t, err)
+	_, err = a.Attest(context.Background(), identity.Credential{BearerToken: jwtFor(t, saClaims(aud, now.Add(time.Hour), ""))})
+	require.ErrorIs(t, err, ErrWrongAudience)
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,6 +116,13 @@ func (a *fakeAttestor) Attest(_ context.Context, c identity.Credential) (identit
 	return a.ident, a.err
 }
 
+// ackCounter counts the bundle ACKs the handler recorded, so a test can
+// wait until the server has taken in an ACK it sent.
+type ackCounter struct{ n atomic.Int64 }
+
+func (a *ackCounter) BundleAcked(uint64, [32]byte) { a.n.Add(1) }
+func (a *ackCounter) StreamGone(uint64)            {}
+
 // env is one component-test setup: a real CA, a fake source seeded from
 // it, and the handler served on a unix socket with peer credentials.
 type env struct {
@@ -124,6 +132,7 @@ type env struct {
 	h       *Handler
 	sock    string
 	metrics *Metrics
+	acks    *ackCounter
 
 	connMu sync.Mutex
 	conns  []secretv3.SecretDiscoveryServiceClient
@@ -141,9 +150,10 @@ func newEnv(t testing.TB, withSVID bool) *env {
 	att := &fakeAttestor{ident: identity.Identity{ID: spiffeid.RequireFromString(testID), EdgeCertificates: []string{"shop"}}}
 	m, err := NewMetrics(nil)
 	require.NoError(t, err)
-	h, err := New(Config{Source: src, Attestor: att, Metrics: m})
+	acks := &ackCounter{}
+	h, err := New(Config{Source: src, Attestor: att, Metrics: m, Acks: acks})
 	require.NoError(t, err)
-	e := &env{ca: c, src: src, att: att, h: h, metrics: m, sock: filepath.Join(t.TempDir(), "sds.sock")}
+	e := &env{ca: c, src: src, att: att, h: h, metrics: m, acks: acks, sock: filepath.Join(t.TempDir(), "sds.sock")}
 	e.serve(t)
 	return e
 }

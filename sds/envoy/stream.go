@@ -61,6 +61,9 @@ type stream struct {
 	deferred bool
 	// done is set when the handler returns: nothing may be sent after.
 	done bool
+	// additive is set once the client sent a request without a nonce on
+	// the open stream (addNames): its requests add names, never remove.
+	additive bool
 }
 
 // StreamSecrets serves one Envoy SDS stream: attest the caller, then handle
@@ -121,10 +124,17 @@ func endOfStream(err error) error {
 
 // onRequest applies the xDS rules to one request: garbage is refused, a
 // stale nonce ignored, a NACK logged and counted (the rejected version is
-// not resent), and only a change of names is answered.
+// not resent), and only a change of names is answered. A request without a
+// nonce on an open stream adds to the subscription (addNames).
 func (s *stream) onRequest(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
 	if err := checkRequest(req, s.h.maxNames); err != nil {
 		return s.h.refuse(ctx, s.logger(), err)
+	}
+	if req.GetResponseNonce() == "" && len(req.GetResourceNames()) == 0 {
+		return s.h.refuse(ctx, s.logger(), fmt.Errorf("%w: no resource names (SDS has no wildcard subscription)", ErrInvalidRequest))
+	}
+	if s.nonce != 0 && req.GetResponseNonce() == "" {
+		return s.addNames(ctx, req.GetResourceNames())
 	}
 	if s.nonce != 0 && !s.isNonce(req.GetResponseNonce()) {
 		s.h.log.DebugContext(ctx, "envoy: stale nonce, request ignored", attrSPIFFEID, s.ident.ID.String(), attrNonce, req.GetResponseNonce())
@@ -139,8 +149,19 @@ func (s *stream) onRequest(ctx context.Context, req *discoveryv3.DiscoveryReques
 		s.onACK()
 	}
 	names := normalize(req.GetResourceNames())
+	if s.additive {
+		names = s.withSubscribed(names)
+	}
 	if s.nonce != 0 && slices.EqualFunc(names, s.resources, func(n string, r resource) bool { return n == r.name }) {
 		return nil // ACK, or NACK of the current set: wait for a change
+	}
+	return s.resubscribe(ctx, names)
+}
+
+// resubscribe makes names (normalized) the subscription and answers it.
+func (s *stream) resubscribe(ctx context.Context, names []string) error {
+	if len(names) > s.h.maxNames {
+		return s.h.refuse(ctx, s.logger(), fmt.Errorf("%w: %d resource names subscribed on one stream, at most %d allowed", ErrInvalidRequest, len(names), s.h.maxNames))
 	}
 	rs, err := plan(names, s.ident, s.h.src.TrustDomain())
 	if err != nil {
@@ -148,6 +169,31 @@ func (s *stream) onRequest(ctx context.Context, req *discoveryv3.DiscoveryReques
 	}
 	s.subscribe(rs)
 	return s.push(true)
+}
+
+// addNames serves a client that asks for one secret at a time on one
+// stream, each request with an empty response_nonce (Envoy names the last
+// response in every request after the first). Replacing the subscription,
+// as Envoy's requests do, would drop what the client asked for before, and
+// ignoring the request as a stale nonce would leave it waiting forever. So
+// the names join the subscription and the whole set is answered at once.
+// From then on the stream is additive: such a client ACKs naming only the
+// secret it asked for, so its later requests add names and never remove
+// any, and every name keeps receiving rotations. Envoy never sends an
+// empty nonce on an open stream, so its streams are never additive.
+func (s *stream) addNames(ctx context.Context, names []string) error {
+	s.additive = true
+	return s.resubscribe(ctx, s.withSubscribed(normalize(names)))
+}
+
+// withSubscribed returns the normalized union of names and the names
+// subscribed now.
+func (s *stream) withSubscribed(names []string) []string {
+	all := make([]string, 0, len(s.resources)+len(names))
+	for _, r := range s.resources {
+		all = append(all, r.name)
+	}
+	return normalize(append(all, names...))
 }
 
 // isNonce reports whether n is the nonce of the last response, without

@@ -278,3 +278,58 @@ func TestStreamNACKLoop(t *testing.T) {
 	require.Equal(t, "2", r2.GetVersionInfo())
 	require.Equal(t, rotated.Certificates[0].Raw, svidOf(t, secrets(t, r2)[NameDefault]).Certificates[0].Raw)
 }
+
+// TestStreamOneNamePerRequest plays an SDS client that is not Envoy: it
+// asks for one secret per request on one stream, each request with an
+// empty response_nonce, and ACKs what it receives. Both secrets must be
+// served, and both again after every rotation.
+func TestStreamOneNamePerRequest(t *testing.T) {
+	e := newEnv(t, true)
+	v := e.envoy(t)
+
+	v.send([]string{NameDefault}, nil, "")
+	r1 := v.mustRecv()
+	require.Len(t, secrets(t, r1), 1)
+	v.send([]string{NameDefault}, r1, "") // ACK
+
+	v.send([]string{NameRootCA}, nil, "") // a second subscription, no nonce
+	r2 := v.mustRecv()
+	got := secrets(t, r2)
+	require.Len(t, got, 2, "the names of the first request stay subscribed")
+	require.Contains(t, got, NameDefault)
+	require.Contains(t, got, NameRootCA)
+	v.send([]string{NameRootCA}, r2, "") // ACK naming only its own secret, as such clients do
+	e.waitAcks(t, 1)                     // r1 had no bundle; r2's ACK is the first
+
+	last := r2
+	for i := range 3 {
+		rotated := e.rotate(t)
+		r := v.mustRecv()
+		got := secrets(t, r)
+		require.Len(t, got, 2, "rotation %d", i+1)
+		require.Equal(t, rotated.Certificates[0].Raw, svidOf(t, got[NameDefault]).Certificates[0].Raw, "rotation %d", i+1)
+		require.NotNil(t, got[NameRootCA].GetValidationContext())
+		require.NotEqual(t, last.GetNonce(), r.GetNonce())
+		v.send([]string{NameRootCA}, r, "")
+		e.waitAcks(t, int64(i+2))
+		last = r
+	}
+	v.send([]string{NameDefault}, nil, "") // asking again, without a nonce, is answered at once
+	require.Len(t, secrets(t, v.mustRecv()), 2)
+}
+
+// TestStreamEmptyNamesRefused: a subscription request naming nothing is
+// refused with a reason, not left unanswered.
+func TestStreamEmptyNamesRefused(t *testing.T) {
+	e := newEnv(t, true)
+	v := e.envoy(t)
+	v.send(nil, nil, "")
+	_, err := v.recv()
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+}
+
+// waitAcks waits until the handler has recorded n bundle ACKs.
+func (e *env) waitAcks(t testing.TB, n int64) {
+	t.Helper()
+	require.Eventually(t, func() bool { return e.acks.n.Load() >= n }, waitFor, time.Millisecond)
+}
