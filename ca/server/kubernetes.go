@@ -3,22 +3,30 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
 	"github.com/certmesh/certmesh/ca/service"
 	"github.com/certmesh/certmesh/ca/wire"
+	k8sid "github.com/certmesh/certmesh/identity/k8s"
 )
 
 // KubernetesConfig runs the server as one replica of several in a cluster:
 // the CA lives in a Secret, every replica signs, and leader-only work (CA
-// rotation steps, trust bundle publication, and whatever else is added to
-// Server.Leader) runs on the replica holding the Lease.
+// rotation steps, trust bundle publication, the Ingress controller, the
+// webhook's caBundle) runs on the replica holding the Lease.
 type KubernetesConfig struct {
-	Client    kubernetes.Interface
+	// Client talks to the API server; when nil it is made from REST.
+	Client kubernetes.Interface
+	// REST is the connection the other clients (metadata-only for the Pod
+	// watch, the Gateway API) are made from.
+	REST      *rest.Config
 	Namespace string // where the CA Secret and the Lease live
 	// SecretName and LeaseName default to certmesh-ca and certmesh-leader.
 	SecretName string
@@ -41,12 +49,17 @@ type KubernetesConfig struct {
 	// (default cak8s.DefaultAckPeriod); a summary not renewed within three
 	// periods stops counting. KeepLeaseOnStop keeps the summary too.
 	AckPeriod time.Duration
+	// ServiceAccountTokens, when set, attests agents by their ServiceAccount
+	// tokens; Client, Metadata (from REST), TrustDomain, Clock and Logger are
+	// filled in, and Run keeps the attestor's caches.
+	ServiceAccountTokens *k8sid.Config
 }
 
 // kube is the Kubernetes part of a Server.
 type kube struct {
-	state *cak8s.State
-	acks  *cak8s.AckExchange
+	state    *cak8s.State
+	acks     *cak8s.AckExchange
+	attestor *k8sid.Attestor
 }
 
 // bootstrapTimeout bounds the apiserver calls New makes.
@@ -56,16 +69,58 @@ func (c *KubernetesConfig) stateConfig(s *Server) cak8s.StateConfig {
 	return cak8s.StateConfig{Client: c.Client, Namespace: c.Namespace, Name: c.SecretName, TrustDomain: s.cfg.TrustDomain, Logger: s.cfg.Logger}
 }
 
-// primeKubernetes copies the shared CA into the local directory before the
-// CA is opened, so only the very first replica ever generates one.
-func (s *Server) primeKubernetes(caDir string) error {
-	k := s.cfg.Kubernetes
+// kubernetesClients makes the clients REST allows and the ServiceAccount
+// token attestor. It copies cfg.Kubernetes first: New fills in the copy,
+// never the caller's.
+func (s *Server) kubernetesClients() error {
+	if s.cfg.Kubernetes == nil {
+		return nil
+	}
+	k := *s.cfg.Kubernetes
+	s.cfg.Kubernetes = &k
+	if k.Client == nil && k.REST != nil {
+		c, err := kubernetes.NewForConfig(k.REST)
+		if err != nil {
+			return fmt.Errorf("server: kubernetes: %w", err)
+		}
+		k.Client = c
+	}
 	if k.Client == nil || k.Namespace == "" || k.Identity == "" {
 		return errors.New("server: kubernetes: Client, Namespace and Identity are required")
 	}
+	s.kube = &kube{}
+	if k.ServiceAccountTokens == nil {
+		return nil
+	}
+	return s.newServiceAccountAttestor(*k.ServiceAccountTokens)
+}
+
+func (s *Server) newServiceAccountAttestor(c k8sid.Config) error {
+	k := s.cfg.Kubernetes
+	c.Client, c.TrustDomain, c.Clock, c.Logger = k.Client, s.cfg.TrustDomain, s.cfg.Clock, s.cfg.Logger
+	if c.Metadata == nil && k.REST != nil {
+		meta, err := metadata.NewForConfig(k.REST) // the Pod watch asks for pods' metadata only
+		if err != nil {
+			return fmt.Errorf("server: kubernetes: %w", err)
+		}
+		c.Metadata = meta
+	}
+	att, err := k8sid.New(c)
+	if err != nil {
+		return err
+	}
+	s.kube.attestor = att
+	s.runners = append(s.runners, att.Run)
+	s.cfg.Logger.Info("Kubernetes mode", "namespace", k.Namespace, "identity", k.Identity, "token_audience", att.Audience())
+	return nil
+}
+
+// primeKubernetes copies the shared CA into the local directory before the
+// CA is opened, so only the very first replica ever generates one.
+func (s *Server) primeKubernetes(caDir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), bootstrapTimeout)
 	defer cancel()
-	_, err := cak8s.Prime(ctx, k.stateConfig(s), caDir)
+	_, err := cak8s.Prime(ctx, s.cfg.Kubernetes.stateConfig(s), caDir)
 	return err
 }
 
@@ -73,6 +128,9 @@ func (s *Server) primeKubernetes(caDir string) error {
 // leader election with its built-in leader-only work.
 func (s *Server) setupKubernetes() error {
 	k := s.cfg.Kubernetes
+	if k == nil {
+		return nil
+	}
 	state, err := cak8s.NewState(k.stateConfig(s), s.CA, s.cfg.Clock)
 	if err != nil {
 		return err
@@ -82,31 +140,34 @@ func (s *Server) setupKubernetes() error {
 	if err := state.Bootstrap(ctx); err != nil {
 		return err
 	}
-	s.Leader, err = cak8s.NewLeader(cak8s.LeaderConfig{
-		Client: k.Client, Namespace: k.Namespace, Name: k.LeaseName, Identity: k.Identity,
-		LeaseDuration: k.LeaseDuration, RenewDeadline: k.RenewDeadline, RetryPeriod: k.RetryPeriod,
-		KeepLeaseOnStop: k.KeepLeaseOnStop, Clock: s.cfg.Clock, Logger: s.cfg.Logger,
-	})
-	if err != nil {
+	s.kube.state = state
+	if s.Leader, err = s.newLeader(); err != nil {
 		return err
 	}
 	if err := s.Leader.Add("ca-rotation", s.CA.Run); err != nil {
 		return err
 	}
-	if !k.DisableBundlePublication {
-		pub, err := cak8s.NewPublisher(cak8s.PublisherConfig{
-			Client: k.Client, Bundle: s.CA, TrustDomain: s.cfg.TrustDomain,
-			DisableClusterTrustBundle: k.DisableClusterTrustBundle, EnvoyBootstrap: k.EnvoyBootstrap, Logger: s.cfg.Logger,
-		})
-		if err != nil {
-			return err
-		}
-		if err := s.Leader.Add("trust-bundle", pub.Run); err != nil {
-			return err
-		}
+	if k.DisableBundlePublication {
+		return nil
 	}
-	s.kube = &kube{state: state}
-	return nil
+	pub, err := cak8s.NewPublisher(cak8s.PublisherConfig{
+		Client: k.Client, Bundle: s.CA, TrustDomain: s.cfg.TrustDomain,
+		DisableClusterTrustBundle: k.DisableClusterTrustBundle, EnvoyBootstrap: k.EnvoyBootstrap, Logger: s.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	return s.Leader.Add("trust-bundle", pub.Run)
+}
+
+// newLeader builds the leader election on the Lease.
+func (s *Server) newLeader() (*cak8s.Leader, error) {
+	k := s.cfg.Kubernetes
+	return cak8s.NewLeader(cak8s.LeaderConfig{
+		Client: k.Client, Namespace: k.Namespace, Name: k.LeaseName, Identity: k.Identity,
+		LeaseDuration: k.LeaseDuration, RenewDeadline: k.RenewDeadline, RetryPeriod: k.RetryPeriod,
+		KeepLeaseOnStop: k.KeepLeaseOnStop, Clock: s.cfg.Clock, Logger: s.cfg.Logger,
+	})
 }
 
 // runCA runs the CA's background work: standalone, the rotation timer;
@@ -140,13 +201,13 @@ func (s *Server) kubernetesAckGate(local *service.AckRegistry) (func(roots [32]b
 }
 
 // kubernetesStatus is the admin status section of a replica.
-func (s *Server) kubernetesStatus() map[string]any {
+func (s *Server) kubernetesStatus() *KubernetesStatus {
 	if s.kube == nil {
 		return nil
 	}
-	return map[string]any{
-		"identity": s.Leader.Identity(), "leader": s.Leader.IsLeader(),
-		"caSecretResourceVersion": s.kube.state.ResourceVersion(),
-		"acks":                    s.kube.acks.Status(wire.BundleDigest(s.CA.Roots())),
+	return &KubernetesStatus{
+		Identity: s.Leader.Identity(), Leader: s.Leader.IsLeader(),
+		CASecretResourceVersion: s.kube.state.ResourceVersion(),
+		Acks:                    s.kube.acks.Status(wire.BundleDigest(s.CA.Roots())),
 	}
 }

@@ -1,7 +1,17 @@
 package server
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/certmesh/certmesh/ca"
 )
@@ -70,4 +80,77 @@ func (c *caCollector) Collect(ch chan<- prometheus.Metric) {
 	if !st.NextEvent.IsZero() {
 		ch <- prometheus.MustNewConstMetric(c.nextEvent, prometheus.GaugeValue, float64(st.NextEvent.Unix()))
 	}
+}
+
+// NewRegistry is a metrics registry with the Go runtime and process
+// collectors, as every certmesh process exports them.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// setupMetrics picks the registry /metrics serves.
+func (s *Server) setupMetrics() error {
+	if s.cfg.MetricsAddr == "" {
+		return nil
+	}
+	if s.cfg.Registerer == nil {
+		s.cfg.Registerer = NewRegistry()
+	}
+	reg, ok := s.cfg.Registerer.(*prometheus.Registry)
+	if !ok {
+		return errors.New("server: MetricsAddr needs the Registerer to be a *prometheus.Registry")
+	}
+	s.metrics = reg
+	return nil
+}
+
+// serveMetrics adds the metrics listener to Run. The server is ready once New
+// has returned (the CA is loaded), dev mode once its agent holds its SVIDs.
+func (s *Server) serveMetrics() {
+	if s.metrics == nil {
+		return
+	}
+	ready := func() bool { return true }
+	if s.local != nil {
+		ready = s.local.isReady
+	}
+	s.runners = append(s.runners, func(ctx context.Context) error {
+		return ServeMetrics(ctx, s.cfg.MetricsAddr, s.metrics, ready)
+	})
+}
+
+// ServeMetrics serves /metrics, /healthz (the process is up) and /readyz
+// (ready() says the component has what it needs to serve) until ctx ends.
+func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, ready func() bool) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
-// Package server assembles the CA side of certmesh: the CA and its state
-// directory lock, join tokens, the gRPC signing service on a TLS listener
-// and the local admin socket. `certmesh server` and `certmesh dev` both run it.
+// Package server is the one assembly of certmesh's control plane: `certmesh
+// server`, Kubernetes mode and `certmesh dev` all fill a Config and call New
+// then Run, so what runs, and in which order, is written once, here. cmd/
+// only turns flags and environment into a Config and prints.
 package server
 
 import (
@@ -11,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -25,69 +25,81 @@ import (
 	"github.com/certmesh/certmesh/ca/service"
 	"github.com/certmesh/certmesh/ca/store"
 	"github.com/certmesh/certmesh/ca/wire"
+	"github.com/certmesh/certmesh/edge"
+	"github.com/certmesh/certmesh/edge/ingress"
 	"github.com/certmesh/certmesh/identity"
 )
 
 // DefaultListen is the CA's gRPC address: loopback unless told otherwise.
 const DefaultListen = "127.0.0.1:8443"
 
-// Config configures a Server.
+// Config is everything a Server needs. The optional parts are pointers: nil
+// leaves them out.
 type Config struct {
 	// Dir is the state directory (the CA lives in Dir/ca).
 	Dir         string
 	TrustDomain spiffeid.TrustDomain
-	// Registrations, if set, gives registered identities their DNS names
-	// and lets node agents request them: an *identity.Registrations, or an
-	// *identity.RegistrationsFile, whose reloads apply to the next request.
+	Listen      string    // the gRPC (TLS) listener; default DefaultListen
+	CA          ca.Config // TTLs, key type, overlap; Dir, TrustDomain, Clock and Logger are filled in
+	// Registrations, if set, gives registered identities their DNS names and
+	// lets node agents request them (a fixed set; tests and embedders).
 	Registrations service.Registry
-	Listen        string
-	CA            ca.Config // Dir, TrustDomain, Clock and Logger are filled in
-	// Attestors are tried for bearer tokens after join tokens (Kubernetes
-	// ServiceAccount tokens, for one).
-	Attestors  []identity.Attestor
+	// RegistrationsFile, when its Path is set, replaces Registrations with a
+	// file that Run follows (registrations.go).
+	RegistrationsFile RegistrationsFileConfig
+	// Attestors are tried for bearer tokens after join tokens.
+	Attestors []identity.Attestor
+	// MetricsAddr serves /metrics, /healthz and /readyz (off when empty).
+	MetricsAddr string
+	// Registerer receives every metric; with MetricsAddr it must be a
+	// *prometheus.Registry (default then: NewRegistry()).
 	Registerer prometheus.Registerer
-	Logger     *slog.Logger
+	Logger     *slog.Logger // default: discard
 	Clock      clock.Clock
-	// StatusExtra adds sections to the admin status (the edge, in dev mode).
-	StatusExtra func() map[string]any
-	// Kubernetes, when set, shares the CA with other replicas through the
-	// API server and runs leader-only work under a Lease (kubernetes.go).
+
+	// Edge, when set, obtains public ACME certificates (edge.go); Dir,
+	// Logger and OrderMetrics are filled in when empty.
+	Edge *edge.Config
+	// Kubernetes shares the CA with other replicas through the API server
+	// and runs leader-only work under a Lease (kubernetes.go).
 	Kubernetes *KubernetesConfig
+	// Ingress and Webhook need Kubernetes (ingress.go, webhook.go).
+	Ingress *IngressConfig
+	Webhook *WebhookConfig
+	// LocalAgent runs a node agent in the same process: `certmesh dev` (dev.go).
+	LocalAgent *LocalAgentConfig
 }
 
-// Server is a running CA.
+// Server is the assembled control plane.
 type Server struct {
 	cfg    Config
 	CA     *ca.CA
 	Tokens *identity.JoinTokens
-	lock   *store.Lock
-	lis    net.Listener
-	grpc   *grpc.Server
+	// Leader runs leader-only work in Kubernetes mode (nil otherwise).
+	Leader *cak8s.Leader
 
+	lock     *store.Lock
+	lis      net.Listener
+	grpc     *grpc.Server
 	agentAPI *service.AgentAPI
 	acks     *service.AckRegistry
-
-	// Leader runs leader-only work in Kubernetes mode (nil otherwise).
-	// Add Runners to it before Run.
-	Leader *cak8s.Leader
-	kube   *kube
+	kube     *kube
+	regs     *registrations
+	metrics  *prometheus.Registry // served on MetricsAddr
+	edge     *edge.Manager
+	ingress  *ingress.Controller
+	local    *LocalAgent
+	// runners run on every replica beside the built-in work.
+	runners []func(context.Context) error
 }
 
-// Acks is the registry of agents' bundle acknowledgements (the rotation gate).
-func (s *Server) Acks() *service.AckRegistry { return s.acks }
-
-// New takes the state directory's lock, opens (or creates) the CA and binds
-// the gRPC listener, so that a second server on the same directory or port
-// fails here with a clear error rather than later.
+// New validates cfg and fills its defaults, takes the state directory's lock,
+// opens (or creates) the CA and binds the gRPC listener, so that a second
+// server on the same directory or port fails here with a clear error rather
+// than later. It builds every part cfg asks for and starts nothing.
 func New(cfg Config) (_ *Server, err error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = clock.RealClock{}
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = DefaultListen
+	if err := cfg.withDefaults(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: state directory: %w", err)
@@ -102,73 +114,76 @@ func New(cfg Config) (_ *Server, err error) {
 			_ = s.Close()
 		}
 	}()
-	caCfg := cfg.CA
-	caCfg.Dir, caCfg.TrustDomain, caCfg.Clock, caCfg.Logger = filepath.Join(cfg.Dir, "ca"), cfg.TrustDomain, cfg.Clock, cfg.Logger
-	if cfg.Kubernetes != nil {
-		if err := s.primeKubernetes(caCfg.Dir); err != nil {
+	for _, step := range []func() error{
+		s.setupMetrics, s.openRegistrations, s.kubernetesClients, s.openCA, s.setupKubernetes,
+		s.openTokens, s.buildGRPC, s.listen, s.buildEdge, s.buildIngress, s.buildWebhook, s.buildLocalAgent,
+	} {
+		if err := step(); err != nil {
 			return nil, err
 		}
 	}
-	if s.CA, err = ca.New(caCfg); err != nil {
-		return nil, err
-	}
-	if cfg.Kubernetes != nil {
-		if err := s.setupKubernetes(); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(newCACollector(s.CA)); err != nil {
-			return nil, fmt.Errorf("server: metrics: %w", err)
-		}
-	}
-	s.Tokens, err = identity.NewJoinTokens(identity.JoinTokensConfig{
-		TrustDomain: cfg.TrustDomain, Clock: cfg.Clock,
-		Store: store.File{Path: filepath.Join(cfg.Dir, "join-tokens.json"), Perm: 0o600},
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := s.buildGRPC(); err != nil {
-		return nil, err
-	}
-	if s.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
-	}
+	s.followRegistrations()
+	s.serveMetrics()
 	return s, nil
 }
 
-func (s *Server) buildGRPC() error {
-	registry := s.cfg.Registrations
-	attestors := append(identity.Chain{s.Tokens}, s.cfg.Attestors...)
-	svc, err := service.New(service.Config{
-		CA: s.CA, Attestor: attestors, Registry: registry, Logger: s.cfg.Logger,
-		Metrics: service.NewMetrics(s.cfg.Registerer), Clock: s.cfg.Clock,
-	})
-	if err != nil {
-		return err
+// withDefaults fills the defaults and checks what goes together.
+func (c *Config) withDefaults() error {
+	if c.Dir == "" || c.TrustDomain.IsZero() {
+		return errors.New("server: Dir and TrustDomain are required")
 	}
-	sc := &service.ServingCert{CA: s.CA, DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, Clock: s.cfg.Clock}
-	if host, _, err := net.SplitHostPort(s.cfg.Listen); err == nil {
-		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
-			sc.IPAddresses = append(sc.IPAddresses, ip)
-		} else if ip == nil && host != "" {
-			sc.DNSNames = append(sc.DNSNames, host)
-		}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	s.grpc = service.NewGRPCServer(svc.TransportCredentials(sc.ServerTLSConfig()), grpc.UnaryInterceptor(svc.UnaryShedder()))
-	svc.Register(s.grpc)
-	s.agentAPI = svc.NewAgentAPI(s.CA)
-	s.agentAPI.Register(s.grpc)
-	s.acks = svc.NewAckRegistry()
-	s.acks.Register(s.grpc)
-	gate := s.acks.Gate
-	if s.kube != nil {
-		if gate, err = s.kubernetesAckGate(s.acks); err != nil {
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if (c.Ingress != nil || c.Webhook != nil) && c.Kubernetes == nil {
+		return errors.New("server: Ingress and Webhook need Kubernetes")
+	}
+	if c.Ingress != nil && c.Edge != nil {
+		return errors.New("server: Ingress and Edge both serve HTTP-01 challenges: use one")
+	}
+	return nil
+}
+
+func (s *Server) openCA() error {
+	caCfg := s.cfg.CA
+	caCfg.Dir, caCfg.TrustDomain, caCfg.Clock, caCfg.Logger = filepath.Join(s.cfg.Dir, "ca"), s.cfg.TrustDomain, s.cfg.Clock, s.cfg.Logger
+	if s.cfg.Kubernetes != nil {
+		if err := s.primeKubernetes(caCfg.Dir); err != nil {
 			return err
 		}
 	}
-	s.CA.SetRotationGate(func() (bool, int) { return gate(wire.BundleDigest(s.CA.Roots())) })
+	var err error
+	if s.CA, err = ca.New(caCfg); err != nil {
+		return err
+	}
+	if s.cfg.Registerer != nil {
+		if err := s.cfg.Registerer.Register(newCACollector(s.CA)); err != nil {
+			return fmt.Errorf("server: metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) openTokens() error {
+	var err error
+	s.Tokens, err = identity.NewJoinTokens(identity.JoinTokensConfig{
+		TrustDomain: s.cfg.TrustDomain, Clock: s.cfg.Clock,
+		Store: store.File{Path: filepath.Join(s.cfg.Dir, "join-tokens.json"), Perm: 0o600},
+	})
+	return err
+}
+
+func (s *Server) listen() error {
+	var err error
+	if s.lis, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		return fmt.Errorf("server: listen %s: %w", s.cfg.Listen, err)
+	}
 	return nil
 }
 
@@ -178,17 +193,18 @@ func (s *Server) Addr() string { return s.lis.Addr().String() }
 // AdminSocket is the path of the admin socket.
 func (s *Server) AdminSocket() string { return filepath.Join(s.cfg.Dir, admin.SocketName) }
 
-// GRPC exposes the gRPC server so that more services can share the listener.
-func (s *Server) GRPC() *grpc.Server { return s.grpc }
-
-// Run serves until ctx ends, then releases the listener and the lock.
+// Run runs every part until ctx ends or one fails, then releases the
+// listener and the lock.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.Close()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return service.Serve(ctx, s.grpc, s.lis) })
 	g.Go(func() error { <-ctx.Done(); s.agentAPI.Stop(); return nil })
 	s.runCA(ctx, g)
-	g.Go(func() error { return admin.Serve(ctx, s.AdminSocket(), admin.Handler(s, s.cfg.Logger)) })
+	g.Go(func() error { return admin.Serve(ctx, s.AdminSocket(), admin.Handler(adminAPI{s}, s.cfg.Logger)) })
+	for _, run := range s.runners {
+		g.Go(func() error { return run(ctx) })
+	}
 	s.cfg.Logger.Info("CA server ready", "listen", s.Addr(), "trust_domain", s.cfg.TrustDomain.Name(), "admin_socket", s.AdminSocket())
 	return g.Wait()
 }
@@ -205,39 +221,53 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// CreateJoinToken implements admin.Backend.
-func (s *Server) CreateJoinToken(id spiffeid.ID, ttl time.Duration) (string, time.Time, error) {
-	return s.Tokens.Create(id, ttl)
-}
-
-// ErrNotLeader refuses an operator's CA rotation on a replica that does not
-// hold the Lease: rotation state is the leader's to write, and a follower's
-// write could race with the leader's next step and be lost.
-var ErrNotLeader = errors.New("server: this replica is not the leader")
-
-// Rotate implements admin.Backend. In Kubernetes mode only the leader starts a
-// rotation; a follower's refusal names the leader to run it on.
-func (s *Server) Rotate() (any, error) {
-	if s.Leader != nil && !s.Leader.IsLeader() {
-		leader := s.Leader.Current()
-		if leader == "" {
-			leader = "not known yet"
-		}
-		return nil, fmt.Errorf("%w (this is %s; the leader is %s): run `certmesh ca rotate` on the leader's pod", ErrNotLeader, s.Leader.Identity(), leader)
+// buildGRPC puts the signing service, the agents' API and the bundle
+// acknowledgements on one gRPC server, and gates CA rotation on the
+// acknowledgements (cluster-wide in Kubernetes mode).
+func (s *Server) buildGRPC() error {
+	attestors := append(identity.Chain{s.Tokens}, s.cfg.Attestors...)
+	if s.kube != nil && s.kube.attestor != nil {
+		attestors = append(attestors, s.kube.attestor)
 	}
-	return s.CA.Rotate()
-}
-
-// Status implements admin.Backend.
-func (s *Server) Status() any {
-	out := map[string]any{"ca": s.CA.Status()}
-	if k := s.kubernetesStatus(); k != nil {
-		out["kubernetes"] = k
+	svc, err := service.New(service.Config{
+		CA: s.CA, Attestor: attestors, Registry: s.cfg.Registrations, Logger: s.cfg.Logger,
+		Metrics: service.NewMetrics(s.cfg.Registerer), Clock: s.cfg.Clock,
+	})
+	if err != nil {
+		return err
 	}
-	if s.cfg.StatusExtra != nil {
-		for k, v := range s.cfg.StatusExtra() {
-			out[k] = v
+	s.grpc = service.NewGRPCServer(svc.TransportCredentials(s.servingCert().ServerTLSConfig()), grpc.UnaryInterceptor(svc.UnaryShedder()))
+	svc.Register(s.grpc)
+	s.agentAPI = svc.NewAgentAPI(s.CA)
+	s.agentAPI.Register(s.grpc)
+	s.acks = svc.NewAckRegistry()
+	s.acks.Register(s.grpc)
+	gate := s.acks.Gate
+	if s.kube != nil {
+		if gate, err = s.kubernetesAckGate(s.acks); err != nil {
+			return err
 		}
 	}
-	return out
+	s.CA.SetRotationGate(func() (bool, int) { return gate(wire.BundleDigest(s.CA.Roots())) })
+	return nil
 }
+
+// servingCert is the gRPC listener's certificate: loopback names, plus the
+// host of Listen when it names one.
+func (s *Server) servingCert() *service.ServingCert {
+	sc := &service.ServingCert{CA: s.CA, DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, Clock: s.cfg.Clock}
+	if host, _, err := net.SplitHostPort(s.cfg.Listen); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
+			sc.IPAddresses = append(sc.IPAddresses, ip)
+		} else if ip == nil && host != "" {
+			sc.DNSNames = append(sc.DNSNames, host)
+		}
+	}
+	return sc
+}
+
+// GRPC exposes the gRPC server so that more services can share the listener.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// Acks is the registry of agents' bundle acknowledgements (the rotation gate).
+func (s *Server) Acks() *service.AckRegistry { return s.acks }

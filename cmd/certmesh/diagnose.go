@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/certmesh/certmesh/ca/admin"
-	"github.com/certmesh/certmesh/edge"
+	"github.com/certmesh/certmesh/ca/server"
 )
 
 // errProblemsFound makes `certmesh diagnose` exit non-zero when a check fails,
@@ -30,24 +30,12 @@ type finding struct {
 	Fix string `json:"fix,omitempty"`
 }
 
-// diagEdgeStatus is one edge certificate as the admin socket reports it.
-// ErrorType is edge.ErrorType of the last error when the server reports it.
-type diagEdgeStatus struct {
-	edge.CertStatus
-	ErrorType string `json:"errorType,omitempty"`
-}
-
-// diagStatus is the part of the admin status that diagnose reads.
-type diagStatus struct {
-	Edge []diagEdgeStatus `json:"edge"`
-}
-
 // diagnoser holds what the checks need; tests replace the network parts.
 type diagnoser struct {
 	name       string
 	dir        string // the state directory
 	now        time.Time
-	status     func(ctx context.Context) (diagStatus, error)
+	status     func(ctx context.Context) (server.Status, error)
 	lookup     func(ctx context.Context, host string) ([]string, error)
 	http       *http.Client
 	http01Port string
@@ -92,8 +80,8 @@ func newDiagnoser(name, dir, resolver, port string, timeout time.Duration) *diag
 	client := admin.NewClient(filepath.Join(dir, admin.SocketName))
 	return &diagnoser{
 		name: name, dir: dir, now: time.Now(), http01Port: port,
-		status: func(ctx context.Context) (diagStatus, error) {
-			var st diagStatus
+		status: func(ctx context.Context) (server.Status, error) {
+			var st server.Status
 			err := client.Status(ctx, &st)
 			return st, err
 		},

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/certmesh/certmesh/ca/server"
 )
 
 // Step names, shown to the operator and used by tests.
@@ -33,10 +35,10 @@ const rateLimitedType = "rateLimited"
 // soonExpiry is when a valid certificate still earns a warning in the detail.
 const soonExpiry = 14 * 24 * time.Hour
 
-func (d *diagnoser) serverStep(ctx context.Context) (diagEdgeStatus, bool, finding) {
+func (d *diagnoser) serverStep(ctx context.Context) (server.EdgeCertificate, bool, finding) {
 	st, err := d.status(ctx)
 	if err != nil {
-		return diagEdgeStatus{}, false, finding{Step: stepServer, Detail: fmt.Sprintf("no certmesh server answers on %s: nobody obtains or renews edge certificates (%v)", d.dir, err),
+		return server.EdgeCertificate{}, false, finding{Step: stepServer, Detail: fmt.Sprintf("no certmesh server answers on %s: nobody obtains or renews edge certificates (%v)", d.dir, err),
 			Fix: "start `certmesh server` (or `certmesh dev`) with --dir " + d.dir}
 	}
 	for _, c := range st.Edge {
@@ -44,10 +46,10 @@ func (d *diagnoser) serverStep(ctx context.Context) (diagEdgeStatus, bool, findi
 			return c, true, finding{Step: stepServer, OK: true, Detail: "a certmesh server is running and knows " + d.name}
 		}
 	}
-	return diagEdgeStatus{}, false, finding{Step: stepServer, OK: true, Detail: "a certmesh server is running"}
+	return server.EdgeCertificate{}, false, finding{Step: stepServer, OK: true, Detail: "a certmesh server is running"}
 }
 
-func (d *diagnoser) issuerStep(st diagEdgeStatus, known bool) finding {
+func (d *diagnoser) issuerStep(st server.EdgeCertificate, known bool) finding {
 	f := finding{Step: stepIssuer}
 	switch {
 	case !known:
@@ -110,7 +112,7 @@ func (d *diagnoser) http01Step(ctx context.Context, names []string) finding {
 	return finding{Step: stepHTTP01, OK: true, Detail: fmt.Sprintf("%s answers (%s)", url, resp.Status)}
 }
 
-func (d *diagnoser) acmeErrorStep(st diagEdgeStatus) finding {
+func (d *diagnoser) acmeErrorStep(st server.EdgeCertificate) finding {
 	if st.Error == "" {
 		return finding{Step: stepACME, OK: true, Detail: fmt.Sprintf("none (%d orders so far)", st.Orders)}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/go-acme/lego/v4/acme"
 	"github.com/stretchr/testify/require"
 
+	"github.com/certmesh/certmesh/ca/server"
 	"github.com/certmesh/certmesh/edge"
 )
 
@@ -33,7 +34,7 @@ const diagName = "shop.example.test"
 // breaks one of them.
 type diagRig struct {
 	d      *diagnoser
-	status diagStatus
+	status server.Status
 	down   error // the admin socket's error, when set
 	names  map[string][]string
 	leaf   certParams
@@ -55,13 +56,13 @@ func newDiagRig(t *testing.T) *diagRig {
 	r := &diagRig{
 		names: map[string][]string{diagName: {"127.0.0.1"}},
 		leaf:  certParams{names: []string{diagName}, notBefore: now.Add(-time.Hour), notAfter: now.Add(60 * 24 * time.Hour)},
-		status: diagStatus{Edge: []diagEdgeStatus{{CertStatus: edge.CertStatus{
+		status: server.Status{Edge: []server.EdgeCertificate{{CertStatus: edge.CertStatus{
 			Name: diagName, DNSNames: []string{diagName}, Issuer: "default", NotAfter: now.Add(60 * 24 * time.Hour), Orders: 1,
 		}}}},
 	}
 	r.d = &diagnoser{
 		name: diagName, dir: t.TempDir(), now: now, http01Port: port,
-		status: func(context.Context) (diagStatus, error) { return r.status, r.down },
+		status: func(context.Context) (server.Status, error) { return r.status, r.down },
 		lookup: func(_ context.Context, host string) ([]string, error) {
 			if a, ok := r.names[host]; ok {
 				return a, nil

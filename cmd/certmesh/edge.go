@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 
 	legolog "github.com/go-acme/lego/v4/log"
@@ -38,35 +37,34 @@ func (e *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&e.profile, "acme-profile", "", "certificate profile to request, where the ACME CA offers profiles")
 }
 
-// config builds the edge configuration, or returns ok=false when nothing
-// asks for edge certificates (make run without any ACME server).
-func (e *edgeFlags) config(stateDir string, log *slog.Logger) (edge.Config, bool, error) {
+// config builds the edge configuration, or nil when nothing asks for edge
+// certificates (make run without any ACME server). The server keeps them in
+// its state directory's edge/.
+func (e *edgeFlags) config(log *slog.Logger) (*edge.Config, error) {
 	var cfg edge.Config
 	if e.configFile != "" {
 		var err error
 		cfg, err = edgeconfig.Load(e.configFile, edgeconfig.Options{Getenv: os.Getenv})
 		if err != nil {
-			return cfg, false, err
+			return nil, err
 		}
 	}
 	if e.domains != "" {
 		if err := e.addFlagCertificates(&cfg); err != nil {
-			return cfg, false, err
+			return nil, err
 		}
 	} else if e.directory != "" && e.configFile == "" {
-		return cfg, false, errors.New("--acme-directory needs --edge-domain (or an --edge-config)")
+		return nil, errors.New("--acme-directory needs --edge-domain (or an --edge-config)")
 	}
 	if len(cfg.Certificates) == 0 {
-		return cfg, false, nil
+		return nil, nil
 	}
-	cfg.Dir = filepath.Join(stateDir, "edge")
 	if cfg.HTTP01Addr == "" {
 		cfg.HTTP01Addr = e.http01Addr
 	}
-	cfg.Logger = log
 	cfg.DNSProviders = dnsProviders()
 	legolog.Logger = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
-	return cfg, true, nil
+	return &cfg, nil
 }
 
 const flagIssuer = "default"
@@ -104,16 +102,3 @@ func (e *edgeFlags) addFlagCertificates(cfg *edge.Config) error {
 	}
 	return nil
 }
-
-// edgeSource adapts the edge manager to what the agent serves over SDS.
-type edgeSource struct{ m *edge.Manager }
-
-func (e edgeSource) EdgeCertificate(name string) ([]byte, []byte, bool) {
-	s, ok := e.m.Lookup(name)
-	if !ok {
-		return nil, nil, false
-	}
-	return s.CertPEM, s.KeyPEM, true
-}
-
-func (e edgeSource) Changed() <-chan struct{} { return e.m.Changed() }

@@ -6,14 +6,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/server"
-	"github.com/certmesh/certmesh/identity"
 )
 
 // defaultDir is the state directory when neither --dir nor CERTMESH_DIR says.
@@ -57,7 +58,6 @@ type serverFlags struct {
 	dir           string
 	trustDomain   string
 	registrations string
-	regs          *identity.RegistrationsFile // opened by config, followed while running
 	listen        string
 	keyType       string
 	svidTTL       time.Duration
@@ -80,8 +80,9 @@ func (s *serverFlags) register(fs *flag.FlagSet) {
 	s.log.register(fs)
 }
 
-// config turns the flags into a server.Config, checking each one.
-func (s *serverFlags) config() (server.Config, error) {
+// config turns the flags into a server.Config, checking each one. hup
+// reloads the registrations file (SIGHUP, see reloadSignal).
+func (s *serverFlags) config(log *slog.Logger, hup <-chan os.Signal) (server.Config, error) {
 	if s.trustDomain == "" {
 		return server.Config{}, fmt.Errorf("--trust-domain is required")
 	}
@@ -99,18 +100,23 @@ func (s *serverFlags) config() (server.Config, error) {
 	if s.maxTTL < s.svidTTL {
 		return server.Config{}, fmt.Errorf("--max-ttl %v: must be at least --svid-ttl %v", s.maxTTL, s.svidTTL)
 	}
-	cfg := server.Config{
+	return server.Config{
 		Dir: s.dir, TrustDomain: td, Listen: s.listen,
-		CA: ca.Config{KeyType: kt, DefaultTTL: s.svidTTL, MaxTTL: s.maxTTL, RotationOverlap: s.overlap},
+		CA:                ca.Config{KeyType: kt, DefaultTTL: s.svidTTL, MaxTTL: s.maxTTL, RotationOverlap: s.overlap},
+		RegistrationsFile: server.RegistrationsFileConfig{Path: s.registrations, Reload: hup},
+		MetricsAddr:       s.metrics, Registerer: server.NewRegistry(), Logger: log,
+	}, nil
+}
+
+// reloadSignal delivers SIGHUP while the registrations file is followed.
+// Without one, SIGHUP keeps its default action (the process ends).
+func (s *serverFlags) reloadSignal() (hup <-chan os.Signal, stop func()) {
+	if s.registrations == "" {
+		return nil, func() {}
 	}
-	if s.registrations != "" {
-		regs, err := openRegistrations(s.registrations, td)
-		if err != nil {
-			return server.Config{}, err
-		}
-		cfg.Registrations, s.regs = regs, regs
-	}
-	return cfg, nil
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	return c, func() { signal.Stop(c) }
 }
 
 // parse parses args, turning a missing required positional into a usage error.

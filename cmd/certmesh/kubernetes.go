@@ -1,19 +1,16 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"strings"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/certmesh/certmesh/ca/server"
-	"github.com/certmesh/certmesh/identity"
 	k8sid "github.com/certmesh/certmesh/identity/k8s"
 )
 
@@ -38,9 +35,6 @@ type kubeFlags struct {
 	envoyBootstrap    string
 	watchServices     bool
 	watchPods         bool
-
-	rest     *rest.Config    // set by apply: clients for other APIs (the Gateway API) share it
-	attestor *k8sid.Attestor // set by apply: its Run keeps the Service and Pod caches
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet) {
@@ -100,48 +94,34 @@ func (k *kubeFlags) resolvePodName() string {
 	return h
 }
 
-// apply adds the Kubernetes parts to cfg when --kubernetes is set.
-func (k *kubeFlags) apply(cfg *server.Config, log *slog.Logger) error {
+// config is the server's Kubernetes configuration when --kubernetes is set
+// (nil otherwise): the server makes its clients from the REST config.
+func (k *kubeFlags) config() (*server.KubernetesConfig, error) {
 	if !k.enabled {
-		return nil
+		return nil, nil
 	}
 	rc, err := k.restConfig()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rc.UserAgent = "certmesh/" + version
-	k.rest = rc
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("--kubernetes: %w", err)
-	}
-	meta, err := metadata.NewForConfig(rc) // the Pod watch asks for pods' metadata only
-	if err != nil {
-		return fmt.Errorf("--kubernetes: %w", err)
-	}
-	att, err := k8sid.New(k8sid.Config{
-		Client: client, TrustDomain: cfg.TrustDomain, Audience: k.audience, ClusterDomain: k.clusterDomain,
-		Policy:        k8sid.Policy{ExcludedNamespaces: splitList(k.excludeNamespaces), ExcludedServiceAccounts: splitList(k.excludeSAs)},
-		WatchServices: k.watchServices, WatchPods: k.watchPods, Metadata: meta, Clock: cfg.Clock, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	k.attestor = att
-	cfg.Attestors = append(cfg.Attestors, identity.Attestor(att))
-	cfg.Kubernetes = &server.KubernetesConfig{
-		Client: client, Namespace: k.resolveNamespace(), Identity: k.resolvePodName(),
+	kc := &server.KubernetesConfig{
+		REST: rc, Namespace: k.resolveNamespace(), Identity: k.resolvePodName(),
 		SecretName: k.caSecret, LeaseName: k.lease, DisableBundlePublication: k.noBundles,
+		ServiceAccountTokens: &k8sid.Config{
+			Audience: k.audience, ClusterDomain: k.clusterDomain,
+			Policy:        k8sid.Policy{ExcludedNamespaces: splitList(k.excludeNamespaces), ExcludedServiceAccounts: splitList(k.excludeSAs)},
+			WatchServices: k.watchServices, WatchPods: k.watchPods,
+		},
 	}
 	if k.envoyBootstrap != "" {
 		b, err := os.ReadFile(k.envoyBootstrap)
 		if err != nil {
-			return fmt.Errorf("--envoy-bootstrap: %w", err)
+			return nil, fmt.Errorf("--envoy-bootstrap: %w", err)
 		}
-		cfg.Kubernetes.EnvoyBootstrap = b
+		kc.EnvoyBootstrap = b
 	}
-	log.Info("Kubernetes mode", "namespace", cfg.Kubernetes.Namespace, "identity", cfg.Kubernetes.Identity, "token_audience", att.Audience())
-	return nil
+	return kc, nil
 }
 
 func splitList(s string) []string {
@@ -152,4 +132,53 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// meshFlags add, in Kubernetes mode, the Ingress (and Gateway) certificate
+// controller and the sidecar-injecting webhook to `certmesh server`.
+type meshFlags struct {
+	ingress       bool
+	gatewayAPI    bool
+	selfCheck     bool
+	webhookAddr   string
+	webhookDNS    string
+	serverAddress string
+	agentImage    string
+	envoyImage    string
+}
+
+func (m *meshFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&m.ingress, "ingress", false, "obtain ACME certificates for annotated Ingresses (needs --kubernetes; HTTP-01 on --http01-addr)")
+	fs.BoolVar(&m.gatewayAPI, "gateway-api", true, "with --ingress, also obtain certificates for annotated Gateway API Gateways once the Gateway API CRDs are served")
+	fs.BoolVar(&m.selfCheck, "http01-self-check", true, "fetch each HTTP-01 challenge through the ingress before the CA validates it (off where the cluster cannot reach its own public names)")
+	fs.StringVar(&m.webhookAddr, "webhook-addr", "", "serve the sidecar-injecting admission webhook on this address, e.g. :9443 (needs --kubernetes)")
+	fs.StringVar(&m.webhookDNS, "webhook-dns", "certmesh-webhook.certmesh.svc", "DNS name in the webhook's serving certificate")
+	fs.StringVar(&m.serverAddress, "server-address", "certmesh.certmesh.svc:8443", "CA address injected agents connect to")
+	fs.StringVar(&m.agentImage, "agent-image", "ghcr.io/certmesh/certmesh:"+version, "image of the injected agent")
+	fs.StringVar(&m.envoyImage, "envoy-image", "envoyproxy/envoy:v1.36.2", "image of the injected Envoy")
+}
+
+// config is what the flags ask for (nil parts when not). http01Addr is the edge flag.
+func (m *meshFlags) config(kubernetes bool, http01Addr string) (*server.IngressConfig, *server.WebhookConfig, error) {
+	if !m.ingress && m.webhookAddr == "" {
+		return nil, nil, nil
+	}
+	if !kubernetes {
+		return nil, nil, errors.New("--ingress and --webhook-addr need --kubernetes")
+	}
+	var ic *server.IngressConfig
+	if m.ingress {
+		ic = &server.IngressConfig{
+			GatewayAPI: m.gatewayAPI, SelfCheck: m.selfCheck, SolverPodIP: os.Getenv("POD_IP"),
+			HTTP01Addr: http01Addr, DNSProviders: dnsProviders(),
+		}
+	}
+	var wc *server.WebhookConfig
+	if m.webhookAddr != "" {
+		wc = &server.WebhookConfig{
+			Addr: m.webhookAddr, DNSName: m.webhookDNS, ServerAddress: m.serverAddress,
+			AgentImage: m.agentImage, EnvoyImage: m.envoyImage,
+		}
+	}
+	return ic, wc, nil
 }

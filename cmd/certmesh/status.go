@@ -1,30 +1,23 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
-	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/admin"
+	"github.com/certmesh/certmesh/ca/server"
 	"github.com/certmesh/certmesh/edge"
-	"github.com/certmesh/certmesh/edge/ingress"
-	"github.com/certmesh/certmesh/identity"
 )
 
-// statusDoc is what `certmesh status` reads from the admin socket.
-type statusDoc struct {
-	CA   ca.Status         `json:"ca"`
-	Edge []edge.CertStatus `json:"edge,omitempty"`
-	// Ingress holds the certificates of annotated Ingresses and Gateways (server
-	// --ingress); only the leader replica, which orders them, lists any.
-	Ingress []ingress.CertificateStatus `json:"ingressCertificates,omitempty"`
-	// Registrations is the registrations file's state (server and dev with
-	// --registrations).
-	Registrations *identity.RegistrationsStatus `json:"registrations,omitempty"`
-}
-
-func printStatusDoc(out io.Writer, st statusDoc) error {
+// printStatusDoc prints the server's status as `certmesh status` tables.
+func printStatusDoc(out io.Writer, st server.Status) error {
 	if err := printStatus(out, st.CA); err != nil {
 		return err
 	}
@@ -39,7 +32,7 @@ func printStatusDoc(out io.Writer, st statusDoc) error {
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "EDGE CERTIFICATE\tISSUER\tNOT AFTER\tNEXT RENEWAL\tLAST ERROR")
 		for _, c := range st.Edge {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Issuer, fmtTime(c.NotAfter), fmtTime(c.NextRenewal), lastError(c))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Issuer, fmtTime(c.NotAfter), fmtTime(c.NextRenewal), lastError(c.CertStatus))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -82,4 +75,46 @@ func fmtTime(t time.Time) string {
 		return "-"
 	}
 	return t.Format(time.RFC3339)
+}
+
+func runToken(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 || args[0] != "create" {
+		return errors.New("token: want `token create --id SPIFFE_ID --ttl 10m`")
+	}
+	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
+	dir := fs.String("dir", stateDirDefault(), "state directory of the running server")
+	id := fs.String("id", "", "SPIFFE ID the token grants (required)")
+	ttl := fs.Duration("ttl", 10*time.Minute, "how long the token can be used (once)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if *id == "" {
+		return errors.New("token create: --id is required")
+	}
+	resp, err := admin.NewClient(filepath.Join(*dir, admin.SocketName)).CreateJoinToken(ctx, *id, *ttl)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(out, resp.Token)
+	return err
+}
+
+func runStatus(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	dir := fs.String("dir", stateDirDefault(), "state directory of the running server")
+	format := fs.String("o", "table", "output: table or json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var st server.Status
+	if err := admin.NewClient(filepath.Join(*dir, admin.SocketName)).Status(ctx, &st); err != nil {
+		return err
+	}
+	if *format == "json" {
+		st.Kubernetes = nil // not part of `certmesh status -o json` (yet): its output stays as it was
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return printStatusDoc(out, st)
 }

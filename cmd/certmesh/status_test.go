@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/certmesh/certmesh/ca/server"
 	"github.com/certmesh/certmesh/edge"
 	"github.com/certmesh/certmesh/edge/ingress"
 )
@@ -27,7 +28,7 @@ func TestStatusShowsIngressAndGatewayCertificates(t *testing.T) {
 	}
 	raw, err := json.Marshal(sent)
 	require.NoError(t, err)
-	var st statusDoc
+	var st server.Status
 	require.NoError(t, json.Unmarshal(raw, &st))
 	var out bytes.Buffer
 	require.NoError(t, printStatusDoc(&out, st))

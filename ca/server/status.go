@@ -1,0 +1,100 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/admin"
+	cak8s "github.com/certmesh/certmesh/ca/k8s"
+	"github.com/certmesh/certmesh/edge"
+	"github.com/certmesh/certmesh/edge/ingress"
+	"github.com/certmesh/certmesh/identity"
+)
+
+// Status is what the admin socket serves and what `certmesh status` and
+// `certmesh diagnose` decode: one type on both sides of the socket, so the
+// JSON keys cannot drift apart. A section is absent when its part is off.
+type Status struct {
+	CA   ca.Status         `json:"ca"`
+	Edge []EdgeCertificate `json:"edge,omitempty"`
+	// Ingress holds the certificates of annotated Ingresses and Gateways; only
+	// the leader replica, which orders them, lists any.
+	Ingress       []ingress.CertificateStatus   `json:"ingressCertificates,omitempty"`
+	Registrations *identity.RegistrationsStatus `json:"registrations,omitempty"`
+	Kubernetes    *KubernetesStatus             `json:"kubernetes,omitempty"`
+}
+
+// EdgeCertificate is one edge certificate in Status.
+type EdgeCertificate struct {
+	edge.CertStatus
+	// ErrorType is edge.ErrorType of the last error. The server does not fill
+	// it yet (that would add a key to `certmesh status -o json`); diagnose
+	// falls back to the error's text without it.
+	ErrorType string `json:"errorType,omitempty"`
+}
+
+// KubernetesStatus is a replica's view of the cluster.
+type KubernetesStatus struct {
+	Identity                string                  `json:"identity"`
+	Leader                  bool                    `json:"leader"`
+	CASecretResourceVersion string                  `json:"caSecretResourceVersion"`
+	Acks                    cak8s.AckExchangeStatus `json:"acks"`
+}
+
+// Status reports every part the server runs.
+func (s *Server) Status() Status {
+	st := Status{CA: s.CA.Status(), Kubernetes: s.kubernetesStatus()}
+	if s.edge != nil {
+		for _, c := range s.edge.Status() {
+			st.Edge = append(st.Edge, EdgeCertificate{CertStatus: c})
+		}
+	}
+	if s.ingress != nil {
+		st.Ingress = s.ingress.Status()
+	}
+	if s.regs != nil {
+		rs := s.regs.file.Status()
+		st.Registrations = &rs
+	}
+	return st
+}
+
+// ErrNotLeader refuses an operator's CA rotation on a replica that does not
+// hold the Lease: rotation state is the leader's to write, and a follower's
+// write could race with the leader's next step and be lost.
+var ErrNotLeader = errors.New("server: this replica is not the leader")
+
+// Rotate starts a CA rotation. In Kubernetes mode only the leader does; a
+// follower's refusal names the leader to run it on.
+func (s *Server) Rotate() (ca.AuthorityState, error) {
+	if s.Leader != nil && !s.Leader.IsLeader() {
+		leader := s.Leader.Current()
+		if leader == "" {
+			leader = "not known yet"
+		}
+		return ca.AuthorityState{}, fmt.Errorf("%w (this is %s; the leader is %s): run `certmesh ca rotate` on the leader's pod", ErrNotLeader, s.Leader.Identity(), leader)
+	}
+	return s.CA.Rotate()
+}
+
+// CreateJoinToken makes a one-time join token for id.
+func (s *Server) CreateJoinToken(id spiffeid.ID, ttl time.Duration) (string, time.Time, error) {
+	return s.Tokens.Create(id, ttl)
+}
+
+// adminAPI is the Server as the admin socket's Backend.
+type adminAPI struct{ s *Server }
+
+var _ admin.Backend = adminAPI{}
+
+func (a adminAPI) CreateJoinToken(id spiffeid.ID, ttl time.Duration) (string, time.Time, error) {
+	return a.s.CreateJoinToken(id, ttl)
+}
+
+func (a adminAPI) Rotate() (any, error) { return a.s.Rotate() }
+
+func (a adminAPI) Status() any { return a.s.Status() }
