@@ -18,9 +18,9 @@ import (
 
 	"github.com/certmesh/certmesh/ca/server"
 	"github.com/certmesh/certmesh/ca/service"
-	"github.com/certmesh/certmesh/ca/webhook"
 	"github.com/certmesh/certmesh/edge"
 	"github.com/certmesh/certmesh/edge/ingress"
+	"github.com/certmesh/certmesh/sds/inject"
 )
 
 // meshFlags add, in Kubernetes mode, the Ingress (and Gateway) certificate
@@ -107,7 +107,7 @@ func (m *meshFlags) buildWebhook(srv *server.Server, client kubernetes.Interface
 		}
 		return got.Labels, nil
 	}
-	h, err := webhook.NewHandler(webhook.Config{
+	h, err := inject.NewHandler(inject.Config{
 		TrustDomain: srv.CA.TrustDomain(), ServerAddr: m.serverAddress,
 		AgentImage: m.agentImage, EnvoyImage: m.envoyImage,
 	}, nsLabels, log)
@@ -115,11 +115,11 @@ func (m *meshFlags) buildWebhook(srv *server.Server, client kubernetes.Interface
 		return fmt.Errorf("--webhook-addr: %w", err)
 	}
 	cert := &service.ServingCert{CA: srv.CA, DNSNames: []string{m.webhookDNS}, Clock: clock.RealClock{}}
-	ws, err := webhook.NewServer(webhook.ServerConfig{Addr: m.webhookAddr, Handler: h, GetCertificate: cert.GetCertificate})
+	ws, err := inject.NewServer(inject.ServerConfig{Addr: m.webhookAddr, Handler: h, GetCertificate: cert.GetCertificate})
 	if err != nil {
 		return err
 	}
-	rec, err := webhook.NewBundleReconciler(webhook.BundleConfig{
+	rec, err := inject.NewBundleReconciler(inject.BundleConfig{
 		Client: client, Bundle: srv.CA.BundlePEM, Changed: srv.CA.BundleChanged, Resync: time.Minute, Logger: log,
 	})
 	if err != nil {

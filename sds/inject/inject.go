@@ -1,4 +1,4 @@
-// Package webhook is certmesh's mutating admission webhook: it adds the sidecars of
+// Package inject is certmesh's mutating admission webhook: it adds the sidecars of
 // the mesh to pods that opt in — the certmesh agent and an Envoy whose bootstrap
 // talks SDS to the agent over a unix socket in a shared emptyDir — plus the projected
 // ServiceAccount token the agent authenticates with. The decision and the patch are
@@ -12,7 +12,7 @@
 // blocking the cluster, the webhook only sees pods that opted in (namespace and object
 // selectors), never certmesh's own namespace or kube-system, runs with 2 replicas and
 // a PodDisruptionBudget, and answers within a 5 s timeout.
-package webhook
+package inject
 
 import (
 	"encoding/json"
@@ -81,7 +81,7 @@ type Config struct {
 
 func (c Config) withDefaults() (Config, error) {
 	if c.TrustDomain.IsZero() || c.ServerAddr == "" || c.AgentImage == "" || c.EnvoyImage == "" {
-		return c, fmt.Errorf("webhook: TrustDomain, ServerAddr, AgentImage and EnvoyImage are required")
+		return c, fmt.Errorf("inject: TrustDomain, ServerAddr, AgentImage and EnvoyImage are required")
 	}
 	if c.TokenAudience == "" {
 		c.TokenAudience = c.TrustDomain.IDString()
