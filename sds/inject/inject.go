@@ -21,6 +21,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // Opt-in label and annotation; the namespace label enables a whole namespace, the pod
@@ -45,17 +47,8 @@ const (
 	TokenDir       = "/var/run/secrets/certmesh"
 	TokenFile      = "token"
 	BundleDir      = "/etc/certmesh/bundle"
-	BundleKey      = "ca.crt"
 	EnvoyConfigDir = "/etc/envoy"
 	EnvoyConfigKey = "sidecar.yaml"
-	// EnvoyBootstrapKey is where the bundle publisher puts the bootstrap in
-	// the per-namespace ConfigMap (ca/k8s.EnvoyBootstrapKey).
-	EnvoyBootstrapKey = "envoy-sidecar.yaml"
-	DefaultBundleCM   = "certmesh-trust-bundle"
-	// DefaultEnvoyCM is the per-namespace ConfigMap the server publishes
-	// (with the trust bundle), so injected pods find their bootstrap in
-	// every namespace.
-	DefaultEnvoyCM = "certmesh-trust-bundle"
 )
 
 // Config says what to inject.
@@ -70,12 +63,13 @@ type Config struct {
 	// TokenExpirationSeconds of the projected token (default 3600; the kubelet
 	// refreshes it at 80%).
 	TokenExpirationSeconds int64
-	// BundleConfigMap holds the trust bundle under key ca.crt in every namespace
-	// (default certmesh-trust-bundle, published by the server).
+	// BundleConfigMap holds the trust bundle under key wire.TrustBundleKey in
+	// every namespace (default wire.TrustBundleConfigMap, published by the server).
 	BundleConfigMap string
 	// EnvoyConfigMap holds deploy/envoy/sidecar.yaml under key
-	// envoy-sidecar.yaml in the pod's namespace (default: the published
-	// certmesh-trust-bundle).
+	// wire.EnvoyBootstrapKey in the pod's namespace (default: the published
+	// wire.TrustBundleConfigMap, so injected pods find their bootstrap in every
+	// namespace).
 	EnvoyConfigMap string
 }
 
@@ -90,10 +84,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.TokenExpirationSeconds = 3600
 	}
 	if c.BundleConfigMap == "" {
-		c.BundleConfigMap = DefaultBundleCM
+		c.BundleConfigMap = wire.TrustBundleConfigMap
 	}
 	if c.EnvoyConfigMap == "" {
-		c.EnvoyConfigMap = DefaultEnvoyCM
+		c.EnvoyConfigMap = wire.TrustBundleConfigMap
 	}
 	return c, nil
 }

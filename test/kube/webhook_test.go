@@ -17,6 +17,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	caservice "github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/sds/inject"
 )
 
@@ -166,9 +167,9 @@ func TestWebhookInjectsOptedInPods(t *testing.T) {
 	}
 	require.Equal(t, corev1.StorageMediumMemory, vols[inject.SocketVolume].EmptyDir.Medium)
 	require.Equal(t, "spiffe://example.org", vols[inject.TokenVolume].Projected.Sources[0].ServiceAccountToken.Audience)
-	require.Equal(t, inject.DefaultBundleCM, vols[inject.BundleVolume].ConfigMap.Name)
-	require.Equal(t, inject.DefaultEnvoyCM, vols[inject.EnvoyVolume].ConfigMap.Name)
-	require.Equal(t, inject.EnvoyBootstrapKey, vols[inject.EnvoyVolume].ConfigMap.Items[0].Key, "the bootstrap published beside the bundle")
+	require.Equal(t, wire.TrustBundleConfigMap, vols[inject.BundleVolume].ConfigMap.Name)
+	require.Equal(t, wire.TrustBundleConfigMap, vols[inject.EnvoyVolume].ConfigMap.Name)
+	require.Equal(t, wire.EnvoyBootstrapKey, vols[inject.EnvoyVolume].ConfigMap.Items[0].Key, "the bootstrap published beside the bundle")
 
 	// A pod in a namespace that did not opt in: the webhook is called and leaves it alone.
 	before := r.calls.Load()
