@@ -54,7 +54,7 @@ type PublisherConfig struct {
 // namespace equal to the CA's trust bundle — created in new namespaces,
 // recreated when deleted, rewritten when edited or when the bundle changes
 // — and a ClusterTrustBundle named certmesh-<trust domain>. It is
-// leader-only work: run it as a Leader Runner.
+// leader-only work: run it as a leader.Runner.
 type Publisher struct {
 	cfg   PublisherConfig
 	nsL   corelisters.NamespaceLister

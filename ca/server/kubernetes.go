@@ -10,6 +10,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
+	"github.com/certmesh/certmesh/ca/leader"
 	"github.com/certmesh/certmesh/ca/service"
 )
 
@@ -25,7 +26,7 @@ type KubernetesConfig struct {
 	LeaseName  string
 	// Identity names this replica in the Lease (the pod name).
 	Identity string
-	// Lease timing (defaults: ca/k8s).
+	// Lease timing (defaults: ca/leader).
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// KeepLeaseOnStop simulates a crash in tests: the Lease is not released.
 	KeepLeaseOnStop bool
@@ -82,7 +83,7 @@ func (s *Server) setupKubernetes() error {
 	if err := state.Bootstrap(ctx); err != nil {
 		return err
 	}
-	s.Leader, err = cak8s.NewLeader(cak8s.LeaderConfig{
+	s.Leader, err = leader.New(leader.Config{
 		Client: k.Client, Namespace: k.Namespace, Name: k.LeaseName, Identity: k.Identity,
 		LeaseDuration: k.LeaseDuration, RenewDeadline: k.RenewDeadline, RetryPeriod: k.RetryPeriod,
 		KeepLeaseOnStop: k.KeepLeaseOnStop, Clock: s.cfg.Clock, Logger: s.cfg.Logger,

@@ -21,7 +21,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/admin"
-	cak8s "github.com/certmesh/certmesh/ca/k8s"
+	"github.com/certmesh/certmesh/ca/leader"
 	"github.com/certmesh/certmesh/ca/service"
 	"github.com/certmesh/certmesh/ca/store"
 	"github.com/certmesh/certmesh/identity"
@@ -68,7 +68,7 @@ type Server struct {
 
 	// Leader runs leader-only work in Kubernetes mode (nil otherwise).
 	// Add Runners to it before Run.
-	Leader *cak8s.Leader
+	Leader *leader.Leader
 	kube   *kube
 }
 
