@@ -15,6 +15,8 @@ import (
 
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/registration"
+
+	"github.com/certmesh/certmesh/ca/store"
 )
 
 // account is an ACME account as lego wants it (registration.User). The key is created
@@ -108,16 +110,15 @@ func (f FileStore) LoadAccount(_ context.Context, issuer string) (AccountData, e
 
 // SaveAccount implements Store.
 func (f FileStore) SaveAccount(_ context.Context, issuer string, acct AccountData) error {
-	if err := os.MkdirAll(filepath.Dir(f.accountPath(issuer, "x")), 0o700); err != nil {
+	dir := filepath.Dir(f.accountPath(issuer, "x"))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	if err := writeAtomic(f.accountPath(issuer, "account.key"), acct.KeyPEM, 0o600); err != nil {
-		return err
+	files := []store.Entry{{Name: "account.key", Data: acct.KeyPEM, Perm: 0o600}}
+	if acct.Record != nil {
+		files = append(files, store.Entry{Name: "account.json", Data: acct.Record, Perm: 0o600})
 	}
-	if acct.Record == nil {
-		return nil
-	}
-	return writeAtomic(f.accountPath(issuer, "account.json"), acct.Record, 0o600)
+	return store.WriteFiles(dir, files...)
 }
 
 func (f FileStore) accountPath(issuer, file string) string {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/certmesh/certmesh/ca/store"
 )
 
 // File names inside Dir/<name>/, the data keys of a kubernetes.io/tls Secret.
@@ -83,9 +85,10 @@ func ParseServed(name string, certPEM, keyPEM, caPEM []byte) (Served, error) {
 	return parseServed(name, certPEM, keyPEM, caPEM)
 }
 
-// certStore keeps certificates as files. Writes are atomic per file (write, fsync,
-// rename); a crash between the renames can leave a key that does not match the
-// certificate, which loadCert detects and treats as missing, so the name is re-issued.
+// certStore keeps certificates as files. Writes are atomic per file (ca/store: write,
+// fsync, rename, then one fsync of the directory); a crash between the renames can
+// leave a key that does not match the certificate, which loadCert detects and treats
+// as missing, so the name is re-issued.
 type certStore struct{ dir string }
 
 func (s certStore) certDir(name string) string { return filepath.Join(s.dir, name) }
@@ -127,49 +130,13 @@ func (s certStore) saveCert(sv Served) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("edge: store %s: %w", sv.Name, err)
 	}
-	files := []struct {
-		name string
-		data []byte
-		mode fs.FileMode
-	}{
-		{FileCA, sv.CAPEM, 0o644},
-		{FileKey, sv.KeyPEM, 0o600},
-		{FileCert, sv.CertPEM, 0o644},
-	}
-	for _, f := range files {
-		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
-			return fmt.Errorf("edge: store %s: %w", sv.Name, err)
-		}
+	err := store.WriteFiles(dir,
+		store.Entry{Name: FileCA, Data: sv.CAPEM, Perm: 0o644},
+		store.Entry{Name: FileKey, Data: sv.KeyPEM, Perm: 0o600},
+		store.Entry{Name: FileCert, Data: sv.CertPEM, Perm: 0o644},
+	)
+	if err != nil {
+		return fmt.Errorf("edge: store %s: %w", sv.Name, err)
 	}
 	return nil
-}
-
-// writeAtomic replaces path with data so that readers see the old or the new content,
-// never a mix.
-func writeAtomic(path string, data []byte, mode fs.FileMode) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(mode); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if _, err = tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -21,19 +21,13 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
-// Names of the published trust bundle.
-const (
-	BundleConfigMapName = "certmesh-trust-bundle"
-	BundleKey           = "ca.crt"
-	// EnvoyBootstrapKey carries the sidecar Envoy bootstrap in the same
-	// ConfigMap, so that every namespace has what injected pods mount.
-	EnvoyBootstrapKey = "envoy-sidecar.yaml"
-	// clusterTrustBundleKey is the work-queue key of the ClusterTrustBundle;
-	// namespace names cannot contain '/', so it never clashes.
-	clusterTrustBundleKey = "/clustertrustbundle"
-)
+// clusterTrustBundleKey is the work-queue key of the ClusterTrustBundle;
+// namespace names cannot contain '/', so it never clashes.
+const clusterTrustBundleKey = "/clustertrustbundle"
 
 // BundleSource is the trust bundle to publish; *ca.CA satisfies it.
 type BundleSource interface {
@@ -51,7 +45,7 @@ type PublisherConfig struct {
 	// DisableClusterTrustBundle to skip).
 	DisableClusterTrustBundle bool
 	// EnvoyBootstrap, when set, is published beside the bundle under
-	// EnvoyBootstrapKey (deploy/envoy/sidecar.yaml).
+	// wire.EnvoyBootstrapKey (deploy/envoy/sidecar.yaml).
 	EnvoyBootstrap []byte
 	Logger         *slog.Logger
 }
@@ -60,7 +54,7 @@ type PublisherConfig struct {
 // namespace equal to the CA's trust bundle — created in new namespaces,
 // recreated when deleted, rewritten when edited or when the bundle changes
 // — and a ClusterTrustBundle named certmesh-<trust domain>. It is
-// leader-only work: run it as a Leader Runner.
+// leader-only work: run it as a leader.Runner.
 type Publisher struct {
 	cfg   PublisherConfig
 	nsL   corelisters.NamespaceLister
@@ -94,7 +88,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	defer p.queue.ShutDown()
 	all := informers.NewSharedInformerFactory(p.cfg.Client, 0)
 	cms := informers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", BundleConfigMapName).String()
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", wire.TrustBundleConfigMap).String()
 	}))
 	nsInf, cmInf := all.Core().V1().Namespaces(), cms.Core().V1().ConfigMaps()
 	p.nsL, p.cmL = nsInf.Lister(), cmInf.Lister()
@@ -188,12 +182,12 @@ func (p *Publisher) ProcessItem(ctx context.Context, key string) error {
 	if ns.Status.Phase == corev1.NamespaceTerminating || ns.DeletionTimestamp != nil {
 		return nil // creating there is forbidden
 	}
-	cm, err := p.cmL.ConfigMaps(key).Get(BundleConfigMapName)
+	cm, err := p.cmL.ConfigMaps(key).Get(wire.TrustBundleConfigMap)
 	switch {
 	case apierrors.IsNotFound(err):
 		_, err = p.cfg.Client.CoreV1().ConfigMaps(key).Create(ctx, p.desiredConfigMap(key, want), metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("k8s: ConfigMap %s/%s: cache behind: %w", key, BundleConfigMapName, err)
+			return fmt.Errorf("k8s: ConfigMap %s/%s: cache behind: %w", key, wire.TrustBundleConfigMap, err)
 		}
 		return err
 	case err != nil:
@@ -211,7 +205,7 @@ func (p *Publisher) ProcessItem(ctx context.Context, key string) error {
 // configMapCurrent is the pure decision: does cm already publish want
 // (and nothing else)?
 func configMapCurrent(cm *corev1.ConfigMap, want []byte) bool {
-	return dataCurrent(cm, map[string]string{BundleKey: string(want)})
+	return dataCurrent(cm, map[string]string{wire.TrustBundleKey: string(want)})
 }
 
 // dataCurrent reports whether cm holds exactly data.
@@ -229,16 +223,16 @@ func dataCurrent(cm *corev1.ConfigMap, data map[string]string) bool {
 
 // desiredData is what every namespace's ConfigMap holds.
 func (p *Publisher) desiredData(pem []byte) map[string]string {
-	data := map[string]string{BundleKey: string(pem)}
+	data := map[string]string{wire.TrustBundleKey: string(pem)}
 	if len(p.cfg.EnvoyBootstrap) > 0 {
-		data[EnvoyBootstrapKey] = string(p.cfg.EnvoyBootstrap)
+		data[wire.EnvoyBootstrapKey] = string(p.cfg.EnvoyBootstrap)
 	}
 	return data
 }
 
 func (p *Publisher) desiredConfigMap(ns string, pem []byte) *corev1.ConfigMap {
 	return &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: BundleConfigMapName, Namespace: ns, Labels: mergeLabel(nil),
+		ObjectMeta: metav1.ObjectMeta{Name: wire.TrustBundleConfigMap, Namespace: ns, Labels: mergeLabel(nil),
 			Annotations: map[string]string{TrustDomainAnnotation: p.cfg.TrustDomain.Name()}},
 		Data: p.desiredData(pem),
 	}

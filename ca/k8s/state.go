@@ -27,7 +27,6 @@ import (
 // Defaults for the objects certmesh owns.
 const (
 	DefaultSecretName     = "certmesh-ca"
-	DefaultLeaseName      = "certmesh-leader"
 	TrustDomainAnnotation = "certmesh.io/trust-domain"
 	ManagedByLabel        = "app.kubernetes.io/managed-by"
 	ManagedByValue        = "certmesh"

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 func TestSecretKeys(t *testing.T) {
@@ -41,16 +42,16 @@ func TestConfigMapCurrent(t *testing.T) {
 		cm   corev1.ConfigMap
 		ok   bool
 	}{
-		{name: "equal", cm: corev1.ConfigMap{Data: map[string]string{BundleKey: "PEM"}}, ok: true},
-		{name: "stale", cm: corev1.ConfigMap{Data: map[string]string{BundleKey: "OLD"}}},
-		{name: "extra key", cm: corev1.ConfigMap{Data: map[string]string{BundleKey: "PEM", "x": "y"}}},
-		{name: "binary data", cm: corev1.ConfigMap{Data: map[string]string{BundleKey: "PEM"}, BinaryData: map[string][]byte{"x": nil}}},
+		{name: "equal", cm: corev1.ConfigMap{Data: map[string]string{wire.TrustBundleKey: "PEM"}}, ok: true},
+		{name: "stale", cm: corev1.ConfigMap{Data: map[string]string{wire.TrustBundleKey: "OLD"}}},
+		{name: "extra key", cm: corev1.ConfigMap{Data: map[string]string{wire.TrustBundleKey: "PEM", "x": "y"}}},
+		{name: "binary data", cm: corev1.ConfigMap{Data: map[string]string{wire.TrustBundleKey: "PEM"}, BinaryData: map[string][]byte{"x": nil}}},
 		{name: "empty", cm: corev1.ConfigMap{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.ok, configMapCurrent(&tc.cm, want)) })
 	}
-	withEnvoy := map[string]string{BundleKey: "PEM", EnvoyBootstrapKey: "static_resources: {}"}
+	withEnvoy := map[string]string{wire.TrustBundleKey: "PEM", wire.EnvoyBootstrapKey: "static_resources: {}"}
 	require.True(t, dataCurrent(&corev1.ConfigMap{Data: withEnvoy}, withEnvoy))
-	require.False(t, dataCurrent(&corev1.ConfigMap{Data: map[string]string{BundleKey: "PEM"}}, withEnvoy), "bootstrap missing")
+	require.False(t, dataCurrent(&corev1.ConfigMap{Data: map[string]string{wire.TrustBundleKey: "PEM"}}, withEnvoy), "bootstrap missing")
 }

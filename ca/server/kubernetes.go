@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
+	"github.com/certmesh/certmesh/ca/leader"
 	"github.com/certmesh/certmesh/ca/service"
 	"github.com/certmesh/certmesh/ca/wire"
 	k8sid "github.com/certmesh/certmesh/identity/k8s"
@@ -33,7 +34,7 @@ type KubernetesConfig struct {
 	LeaseName  string
 	// Identity names this replica in the Lease (the pod name).
 	Identity string
-	// Lease timing (defaults: ca/k8s).
+	// Lease timing (defaults: ca/leader).
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// KeepLeaseOnStop simulates a crash in tests: the Lease is not released.
 	KeepLeaseOnStop bool
@@ -161,9 +162,9 @@ func (s *Server) setupKubernetes() error {
 }
 
 // newLeader builds the leader election on the Lease.
-func (s *Server) newLeader() (*cak8s.Leader, error) {
+func (s *Server) newLeader() (*leader.Leader, error) {
 	k := s.cfg.Kubernetes
-	return cak8s.NewLeader(cak8s.LeaderConfig{
+	return leader.New(leader.Config{
 		Client: k.Client, Namespace: k.Namespace, Name: k.LeaseName, Identity: k.Identity,
 		LeaseDuration: k.LeaseDuration, RenewDeadline: k.RenewDeadline, RetryPeriod: k.RetryPeriod,
 		KeepLeaseOnStop: k.KeepLeaseOnStop, Clock: s.cfg.Clock, Logger: s.cfg.Logger,

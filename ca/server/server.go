@@ -21,7 +21,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/admin"
-	cak8s "github.com/certmesh/certmesh/ca/k8s"
+	"github.com/certmesh/certmesh/ca/leader"
 	"github.com/certmesh/certmesh/ca/service"
 	"github.com/certmesh/certmesh/ca/store"
 	"github.com/certmesh/certmesh/ca/wire"
@@ -76,7 +76,7 @@ type Server struct {
 	CA     *ca.CA
 	Tokens *identity.JoinTokens
 	// Leader runs leader-only work in Kubernetes mode (nil otherwise).
-	Leader *cak8s.Leader
+	Leader *leader.Leader
 
 	lock     *store.Lock
 	lis      net.Listener

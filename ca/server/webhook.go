@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/certmesh/certmesh/ca/service"
-	"github.com/certmesh/certmesh/ca/webhook"
+	"github.com/certmesh/certmesh/sds/inject"
 )
 
 // WebhookConfig serves the sidecar-injecting admission webhook on every
@@ -37,7 +37,7 @@ func (s *Server) buildWebhook() error {
 		}
 		return got.Labels, nil
 	}
-	h, err := webhook.NewHandler(webhook.Config{
+	h, err := inject.NewHandler(inject.Config{
 		TrustDomain: s.CA.TrustDomain(), ServerAddr: wc.ServerAddress,
 		AgentImage: wc.AgentImage, EnvoyImage: wc.EnvoyImage,
 	}, nsLabels, s.cfg.Logger)
@@ -45,11 +45,11 @@ func (s *Server) buildWebhook() error {
 		return fmt.Errorf("server: webhook: %w", err)
 	}
 	cert := &service.ServingCert{CA: s.CA, DNSNames: []string{wc.DNSName}, Clock: s.cfg.Clock}
-	ws, err := webhook.NewServer(webhook.ServerConfig{Addr: wc.Addr, Handler: h, GetCertificate: cert.GetCertificate})
+	ws, err := inject.NewServer(inject.ServerConfig{Addr: wc.Addr, Handler: h, GetCertificate: cert.GetCertificate})
 	if err != nil {
 		return err
 	}
-	rec, err := webhook.NewBundleReconciler(webhook.BundleConfig{
+	rec, err := inject.NewBundleReconciler(inject.BundleConfig{
 		Client: client, Bundle: s.CA.BundlePEM, Changed: s.CA.BundleChanged, Resync: time.Minute, Logger: s.cfg.Logger,
 	})
 	if err != nil {

@@ -15,9 +15,38 @@ import (
 // (keys use 0600) before any byte is written, so a key is never readable by
 // others even for a moment. On any error the previous content of path is left
 // untouched and the temporary file is removed.
-func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	if err := replace(path, data, perm); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// Entry is one file of WriteFiles: a name inside the directory, its content and mode.
+type Entry struct {
+	Name string
+	Data []byte
+	Perm os.FileMode
+}
+
+// WriteFiles atomically replaces each entry's file inside dir, in order, as WriteFile
+// does, and makes the renames durable with one fsync of dir at the end. Each file is
+// replaced on its own, not the set: a crash between two renames leaves some files new
+// and some old, so a reader of the set must check that they agree, and the writer puts
+// the file that completes the set last.
+func WriteFiles(dir string, entries ...Entry) error {
+	for _, e := range entries {
+		if err := replace(filepath.Join(dir, e.Name), e.Data, e.Perm); err != nil {
+			return err
+		}
+	}
+	return syncDir(dir)
+}
+
+// replace writes data to a temporary file beside path (created with perm, then
+// fsynced) and renames it over path; the directory is not synced.
+func replace(path string, data []byte, perm os.FileMode) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("store: write %s: %w", path, err)
 	}
@@ -42,7 +71,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("store: write %s: %w", path, err)
 	}
-	return syncDir(dir)
+	return nil
 }
 
 // syncDir makes a rename durable: without it a power loss can forget the new

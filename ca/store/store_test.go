@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,6 +43,50 @@ func TestWriteFileFailureKeepsOldContent(t *testing.T) {
 	b, err := os.ReadFile(p)
 	require.NoError(t, err)
 	require.Equal(t, "old", string(b))
+}
+
+func TestWriteFiles(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tls.crt"), []byte("old"), 0o644))
+	require.NoError(t, store.WriteFiles(dir,
+		store.Entry{Name: "tls.key", Data: []byte("key"), Perm: 0o600},
+		store.Entry{Name: "tls.crt", Data: []byte("cert"), Perm: 0o644},
+	))
+	for _, tc := range []struct {
+		name string
+		want string
+		perm os.FileMode
+	}{
+		{name: "tls.key", want: "key", perm: 0o600},
+		{name: "tls.crt", want: "cert", perm: 0o644},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, tc.name)
+			b, err := os.ReadFile(p)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, string(b))
+			fi, err := os.Stat(p)
+			require.NoError(t, err)
+			require.Equal(t, tc.perm, fi.Mode().Perm())
+		})
+	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 2, "no temporary file left behind")
+}
+
+func TestWriteFilesStopsAtFirstFailure(t *testing.T) {
+	dir := t.TempDir()
+	err := store.WriteFiles(dir,
+		store.Entry{Name: "a", Data: []byte("a"), Perm: 0o600},
+		store.Entry{Name: filepath.Join("missing", "b"), Data: []byte("b"), Perm: 0o600},
+		store.Entry{Name: "c", Data: []byte("c"), Perm: 0o600},
+	)
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	_, err = os.Stat(filepath.Join(dir, "a"))
+	require.NoError(t, err, "entries before the failure are written")
+	_, err = os.Stat(filepath.Join(dir, "c"))
+	require.ErrorIs(t, err, fs.ErrNotExist, "entries after it are not")
 }
 
 func TestLockDirRefusesSecondHolder(t *testing.T) {

@@ -10,19 +10,18 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	cak8s "github.com/certmesh/certmesh/ca/k8s"
-
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/test/harness"
 )
 
 func bundleConfigMap(ns string) (*corev1.ConfigMap, error) {
-	return cluster.Client.CoreV1().ConfigMaps(ns).Get(context.Background(), cak8s.BundleConfigMapName, metav1.GetOptions{})
+	return cluster.Client.CoreV1().ConfigMaps(ns).Get(context.Background(), wire.TrustBundleConfigMap, metav1.GetOptions{})
 }
 
 func bundleIs(ns string, want []byte) func() bool {
 	return func() bool {
 		cm, err := bundleConfigMap(ns)
-		return err == nil && cm.Data[cak8s.BundleKey] == string(want)
+		return err == nil && cm.Data[wire.TrustBundleKey] == string(want)
 	}
 }
 
@@ -42,15 +41,15 @@ func TestBundlePublication(t *testing.T) {
 	t.Logf("ConfigMap in a new namespace after %v", took)
 	published, err := bundleConfigMap(ns)
 	require.NoError(t, err)
-	require.Equal(t, string(envoy), published.Data[cak8s.EnvoyBootstrapKey], "injected pods find the Envoy bootstrap in every namespace")
+	require.Equal(t, string(envoy), published.Data[wire.EnvoyBootstrapKey], "injected pods find the Envoy bootstrap in every namespace")
 
-	require.NoError(t, cluster.Client.CoreV1().ConfigMaps(ns).Delete(context.Background(), cak8s.BundleConfigMapName, metav1.DeleteOptions{}))
+	require.NoError(t, cluster.Client.CoreV1().ConfigMaps(ns).Delete(context.Background(), wire.TrustBundleConfigMap, metav1.DeleteOptions{}))
 	took = harness.WaitFor(t, 10*time.Second, "deleted ConfigMap recreated", bundleIs(ns, srv.CA.BundlePEM()))
 	t.Logf("deleted ConfigMap back after %v", took)
 
 	cm, err := bundleConfigMap(ns)
 	require.NoError(t, err)
-	cm.Data[cak8s.BundleKey] = "tampered"
+	cm.Data[wire.TrustBundleKey] = "tampered"
 	_, err = cluster.Client.CoreV1().ConfigMaps(ns).Update(context.Background(), cm, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	harness.WaitFor(t, 10*time.Second, "edited ConfigMap restored", bundleIs(ns, srv.CA.BundlePEM()))

@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
-	cak8s "github.com/certmesh/certmesh/ca/k8s"
+	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/edge/ingress"
 	"github.com/certmesh/certmesh/edge/pebbletest"
 	"github.com/certmesh/certmesh/test/harness"
@@ -55,7 +55,7 @@ func TestCLI(t *testing.T) {
 	harness.WaitFor(t, 30*time.Second, "bundle ConfigMap", func() bool {
 		cm, err := bundleConfigMap(ns)
 		if err == nil {
-			bundle = cm.Data[cak8s.BundleKey]
+			bundle = cm.Data[wire.TrustBundleKey]
 		}
 		return bundle != ""
 	})

@@ -17,7 +17,8 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	caservice "github.com/certmesh/certmesh/ca/service"
-	"github.com/certmesh/certmesh/ca/webhook"
+	"github.com/certmesh/certmesh/ca/wire"
+	"github.com/certmesh/certmesh/sds/inject"
 )
 
 // webhookRig is certmesh's webhook served on loopback with a certificate from a
@@ -41,7 +42,7 @@ func startWebhook(t *testing.T, namespaces ...string) *webhookRig {
 		}
 		return got.Labels, nil
 	}
-	h, err := webhook.NewHandler(webhook.Config{
+	h, err := inject.NewHandler(inject.Config{
 		TrustDomain: td, ServerAddr: "certmesh.certmesh.svc:8443",
 		AgentImage: "ghcr.io/certmesh/certmesh:test", EnvoyImage: "envoyproxy/envoy:v1.36.2",
 	}, nsLabels, nil)
@@ -52,11 +53,11 @@ func startWebhook(t *testing.T, namespaces ...string) *webhookRig {
 		h.ServeHTTP(w, req)
 	})
 	cert := &caservice.ServingCert{CA: authority, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, Clock: clock.RealClock{}}
-	srv, err := webhook.NewServer(webhook.ServerConfig{Addr: "127.0.0.1:0", Handler: counted, GetCertificate: cert.GetCertificate})
+	srv, err := inject.NewServer(inject.ServerConfig{Addr: "127.0.0.1:0", Handler: counted, GetCertificate: cert.GetCertificate})
 	require.NoError(t, err)
 	addr, err := srv.Listen()
 	require.NoError(t, err)
-	r.url = "https://" + addr.String() + webhook.Path
+	r.url = "https://" + addr.String() + inject.Path
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -65,7 +66,7 @@ func startWebhook(t *testing.T, namespaces ...string) *webhookRig {
 	r.createConfiguration(t, namespaces)
 	// caBundle starts empty, as in deploy/: the reconciler fills it with the CA's
 	// bundle, and only then can the apiserver trust the webhook.
-	rec, err := webhook.NewBundleReconciler(webhook.BundleConfig{
+	rec, err := inject.NewBundleReconciler(inject.BundleConfig{
 		Client: cluster.Client, Name: r.name, Bundle: authority.BundlePEM, Changed: authority.BundleChanged,
 	})
 	require.NoError(t, err)
@@ -109,7 +110,7 @@ func labelNamespace(t *testing.T, ns string) {
 	ctx := context.Background()
 	got, err := cluster.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	require.NoError(t, err)
-	got.Labels[webhook.LabelInject] = webhook.InjectEnabled
+	got.Labels[inject.LabelInject] = inject.InjectEnabled
 	_, err = cluster.Client.CoreV1().Namespaces().Update(ctx, got, metav1.UpdateOptions{})
 	require.NoError(t, err)
 }
@@ -154,21 +155,21 @@ func TestWebhookInjectsOptedInPods(t *testing.T) {
 	t.Logf("pod create through the webhook: %v (after %d probe pods)", time.Since(start), probes)
 	stored, err := cluster.Client.CoreV1().Pods(meshed).Get(context.Background(), pod.Name, metav1.GetOptions{})
 	require.NoError(t, err)
-	require.Equal(t, []string{webhook.AgentContainer, webhook.EnvoyContainer}, names(stored.Spec.InitContainers))
+	require.Equal(t, []string{inject.AgentContainer, inject.EnvoyContainer}, names(stored.Spec.InitContainers))
 	require.Equal(t, []string{"app"}, names(stored.Spec.Containers))
 	agent := stored.Spec.InitContainers[0]
 	require.Equal(t, corev1.ContainerRestartPolicyAlways, *agent.RestartPolicy, "native sidecar")
 	require.Contains(t, agent.Args, "--token-file")
-	require.Equal(t, "true", stored.Annotations[webhook.AnnotationInjected])
+	require.Equal(t, "true", stored.Annotations[inject.AnnotationInjected])
 	vols := map[string]corev1.Volume{}
 	for _, v := range stored.Spec.Volumes {
 		vols[v.Name] = v
 	}
-	require.Equal(t, corev1.StorageMediumMemory, vols[webhook.SocketVolume].EmptyDir.Medium)
-	require.Equal(t, "spiffe://example.org", vols[webhook.TokenVolume].Projected.Sources[0].ServiceAccountToken.Audience)
-	require.Equal(t, webhook.DefaultBundleCM, vols[webhook.BundleVolume].ConfigMap.Name)
-	require.Equal(t, webhook.DefaultEnvoyCM, vols[webhook.EnvoyVolume].ConfigMap.Name)
-	require.Equal(t, webhook.EnvoyBootstrapKey, vols[webhook.EnvoyVolume].ConfigMap.Items[0].Key, "the bootstrap published beside the bundle")
+	require.Equal(t, corev1.StorageMediumMemory, vols[inject.SocketVolume].EmptyDir.Medium)
+	require.Equal(t, "spiffe://example.org", vols[inject.TokenVolume].Projected.Sources[0].ServiceAccountToken.Audience)
+	require.Equal(t, wire.TrustBundleConfigMap, vols[inject.BundleVolume].ConfigMap.Name)
+	require.Equal(t, wire.TrustBundleConfigMap, vols[inject.EnvoyVolume].ConfigMap.Name)
+	require.Equal(t, wire.EnvoyBootstrapKey, vols[inject.EnvoyVolume].ConfigMap.Items[0].Key, "the bootstrap published beside the bundle")
 
 	// A pod in a namespace that did not opt in: the webhook is called and leaves it alone.
 	before := r.calls.Load()
@@ -177,13 +178,13 @@ func TestWebhookInjectsOptedInPods(t *testing.T) {
 	stored, err = cluster.Client.CoreV1().Pods(plain).Get(context.Background(), spec.Name, metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Empty(t, stored.Spec.InitContainers)
-	require.NotContains(t, stored.Annotations, webhook.AnnotationInjected)
+	require.NotContains(t, stored.Annotations, inject.AnnotationInjected)
 
 	// The same namespace, but the pod opts in by its label.
-	stored = createPod(t, plain, "opted", map[string]string{webhook.LabelInject: webhook.InjectEnabled})
-	require.Equal(t, []string{webhook.AgentContainer, webhook.EnvoyContainer}, names(stored.Spec.InitContainers))
+	stored = createPod(t, plain, "opted", map[string]string{inject.LabelInject: inject.InjectEnabled})
+	require.Equal(t, []string{inject.AgentContainer, inject.EnvoyContainer}, names(stored.Spec.InitContainers))
 
 	// A pod in the meshed namespace that opts out.
-	stored = createPod(t, meshed, "optout", map[string]string{webhook.LabelInject: webhook.InjectDisabled})
+	stored = createPod(t, meshed, "optout", map[string]string{inject.LabelInject: inject.InjectDisabled})
 	require.Empty(t, stored.Spec.InitContainers)
 }

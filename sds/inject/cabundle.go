@@ -1,4 +1,4 @@
-package webhook
+package inject
 
 import (
 	"bytes"
@@ -44,7 +44,7 @@ type BundleReconciler struct{ cfg BundleConfig }
 // NewBundleReconciler validates cfg.
 func NewBundleReconciler(cfg BundleConfig) (*BundleReconciler, error) {
 	if cfg.Client == nil || cfg.Bundle == nil || cfg.Changed == nil {
-		return nil, errors.New("webhook: Client, Bundle and Changed are required")
+		return nil, errors.New("inject: Client, Bundle and Changed are required")
 	}
 	if cfg.Name == "" {
 		cfg.Name = DefaultConfigurationName
@@ -70,7 +70,7 @@ func (r *BundleReconciler) Reconcile(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("webhook: get %s: %w", r.cfg.Name, err)
+		return false, fmt.Errorf("inject: get %s: %w", r.cfg.Name, err)
 	}
 	bundle := r.cfg.Bundle()
 	next := cur.DeepCopy()
@@ -85,7 +85,7 @@ func (r *BundleReconciler) Reconcile(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	if _, err := api.Update(ctx, next, metav1.UpdateOptions{}); err != nil {
-		return false, fmt.Errorf("webhook: update %s: %w", r.cfg.Name, err)
+		return false, fmt.Errorf("inject: update %s: %w", r.cfg.Name, err)
 	}
 	r.cfg.Logger.Info("webhook: caBundle updated", "configuration", r.cfg.Name)
 	return true, nil

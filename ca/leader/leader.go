@@ -1,4 +1,10 @@
-package k8s
+// Package leader runs leader-only work under client-go leader election on a
+// Kubernetes Lease. Every replica of the server signs certificates; only the one
+// holding the Lease runs the Runners added to it. The package knows nothing of that
+// work; in certmesh it is advancing CA rotation (ca), publishing trust bundles
+// (ca/k8s), keeping the webhook's caBundle current (sds/inject) and the ingress
+// controller's ACME orders (edge/ingress).
+package leader
 
 import (
 	"context"
@@ -17,6 +23,9 @@ import (
 	"k8s.io/utils/clock"
 )
 
+// DefaultLeaseName is the Lease the replicas contend for.
+const DefaultLeaseName = "certmesh-leader"
+
 // Leader-election timing. A crashed leader is replaced within
 // LeaseDuration (+ RetryPeriod); a leader that stops cleanly releases the
 // Lease and is replaced within RetryPeriod.
@@ -26,9 +35,9 @@ const (
 	DefaultRetryPeriod   = 2 * time.Second
 )
 
-// LeaderConfig configures a Leader. Client, Namespace and Identity are
+// Config configures a Leader. Client, Namespace and Identity are
 // required; Identity must differ per replica (the pod name).
-type LeaderConfig struct {
+type Config struct {
 	Client    kubernetes.Interface
 	Namespace string
 	Name      string // the Lease; default certmesh-leader
@@ -48,17 +57,15 @@ type LeaderConfig struct {
 // error gives up leadership so that another replica can try.
 type Runner func(ctx context.Context) error
 
-// Leader runs leader-only work under client-go leader election on a Lease.
-// Every replica signs certificates; only the one holding the Lease runs the
-// Runners added with Add: advancing CA rotation, publishing trust bundles,
-// and ACME orders.
+// Leader runs leader-only work under client-go leader election on a Lease:
+// only the replica holding it runs the Runners added with Add.
 //
-//	l, _ := k8s.NewLeader(cfg)
+//	l, _ := leader.New(cfg)
 //	l.Add("rotation", ca.Run)
 //	l.Add("bundles", publisher.Run)
 //	go l.Run(ctx)
 type Leader struct {
-	cfg     LeaderConfig
+	cfg     Config
 	mu      sync.Mutex
 	runners map[string]Runner
 	names   []string
@@ -72,10 +79,10 @@ type Leader struct {
 	current atomic.Pointer[string]
 }
 
-// NewLeader checks cfg and fills defaults; it starts nothing.
-func NewLeader(cfg LeaderConfig) (*Leader, error) {
+// New checks cfg and fills defaults; it starts nothing.
+func New(cfg Config) (*Leader, error) {
 	if cfg.Client == nil || cfg.Namespace == "" || cfg.Identity == "" {
-		return nil, errors.New("k8s: leader config: Client, Namespace and Identity are required")
+		return nil, errors.New("leader: config: Client, Namespace and Identity are required")
 	}
 	if cfg.Name == "" {
 		cfg.Name = DefaultLeaseName
@@ -101,12 +108,12 @@ func NewLeader(cfg LeaderConfig) (*Leader, error) {
 // Add registers leader-only work under a name (for logs). Call before Run.
 func (l *Leader) Add(name string, r Runner) error {
 	if l.running.Load() {
-		return errors.New("k8s: leader: Add after Run")
+		return errors.New("leader: Add after Run")
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, dup := l.runners[name]; dup {
-		return fmt.Errorf("k8s: leader: runner %q added twice", name)
+		return fmt.Errorf("leader: runner %q added twice", name)
 	}
 	l.runners[name] = r
 	l.names = append(l.names, name)
@@ -174,7 +181,7 @@ func (l *Leader) term(ctx context.Context, lock resourcelock.Interface) error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("k8s: leader election: %w", err)
+		return fmt.Errorf("leader: election: %w", err)
 	}
 	le.Run(tctx)
 	l.leading.Store(false)

@@ -1,8 +1,10 @@
-package webhook
+package inject
 
 import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // restartAlways marks an init container as a native sidecar (Kubernetes ≥ 1.29).
@@ -40,7 +42,7 @@ func agentContainer(cfg Config) corev1.Container {
 			"--server", cfg.ServerAddr,
 			"--socket", SocketPath,
 			"--trust-domain", cfg.TrustDomain.Name(),
-			"--trust-bundle", BundleDir + "/" + BundleKey,
+			"--trust-bundle", BundleDir + "/" + wire.TrustBundleKey,
 			"--token-file", TokenDir + "/" + TokenFile,
 		},
 		RestartPolicy:   &restartAlways,
@@ -83,11 +85,11 @@ func volumes(cfg Config) []corev1.Volume {
 		}}},
 		{Name: BundleVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: cfg.BundleConfigMap},
-			Items:                []corev1.KeyToPath{{Key: BundleKey, Path: BundleKey}},
+			Items:                []corev1.KeyToPath{{Key: wire.TrustBundleKey, Path: wire.TrustBundleKey}},
 		}}},
 		{Name: EnvoyVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: cfg.EnvoyConfigMap},
-			Items:                []corev1.KeyToPath{{Key: EnvoyBootstrapKey, Path: EnvoyConfigKey}},
+			Items:                []corev1.KeyToPath{{Key: wire.EnvoyBootstrapKey, Path: EnvoyConfigKey}},
 		}}},
 	}
 }

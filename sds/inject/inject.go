@@ -1,4 +1,4 @@
-// Package webhook is certmesh's mutating admission webhook: it adds the sidecars of
+// Package inject is certmesh's mutating admission webhook: it adds the sidecars of
 // the mesh to pods that opt in — the certmesh agent and an Envoy whose bootstrap
 // talks SDS to the agent over a unix socket in a shared emptyDir — plus the projected
 // ServiceAccount token the agent authenticates with. The decision and the patch are
@@ -12,7 +12,7 @@
 // blocking the cluster, the webhook only sees pods that opted in (namespace and object
 // selectors), never certmesh's own namespace or kube-system, runs with 2 replicas and
 // a PodDisruptionBudget, and answers within a 5 s timeout.
-package webhook
+package inject
 
 import (
 	"encoding/json"
@@ -21,6 +21,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // Opt-in label and annotation; the namespace label enables a whole namespace, the pod
@@ -45,17 +47,8 @@ const (
 	TokenDir       = "/var/run/secrets/certmesh"
 	TokenFile      = "token"
 	BundleDir      = "/etc/certmesh/bundle"
-	BundleKey      = "ca.crt"
 	EnvoyConfigDir = "/etc/envoy"
 	EnvoyConfigKey = "sidecar.yaml"
-	// EnvoyBootstrapKey is where the bundle publisher puts the bootstrap in
-	// the per-namespace ConfigMap (ca/k8s.EnvoyBootstrapKey).
-	EnvoyBootstrapKey = "envoy-sidecar.yaml"
-	DefaultBundleCM   = "certmesh-trust-bundle"
-	// DefaultEnvoyCM is the per-namespace ConfigMap the server publishes
-	// (with the trust bundle), so injected pods find their bootstrap in
-	// every namespace.
-	DefaultEnvoyCM = "certmesh-trust-bundle"
 )
 
 // Config says what to inject.
@@ -70,18 +63,19 @@ type Config struct {
 	// TokenExpirationSeconds of the projected token (default 3600; the kubelet
 	// refreshes it at 80%).
 	TokenExpirationSeconds int64
-	// BundleConfigMap holds the trust bundle under key ca.crt in every namespace
-	// (default certmesh-trust-bundle, published by the server).
+	// BundleConfigMap holds the trust bundle under key wire.TrustBundleKey in
+	// every namespace (default wire.TrustBundleConfigMap, published by the server).
 	BundleConfigMap string
 	// EnvoyConfigMap holds deploy/envoy/sidecar.yaml under key
-	// envoy-sidecar.yaml in the pod's namespace (default: the published
-	// certmesh-trust-bundle).
+	// wire.EnvoyBootstrapKey in the pod's namespace (default: the published
+	// wire.TrustBundleConfigMap, so injected pods find their bootstrap in every
+	// namespace).
 	EnvoyConfigMap string
 }
 
 func (c Config) withDefaults() (Config, error) {
 	if c.TrustDomain.IsZero() || c.ServerAddr == "" || c.AgentImage == "" || c.EnvoyImage == "" {
-		return c, fmt.Errorf("webhook: TrustDomain, ServerAddr, AgentImage and EnvoyImage are required")
+		return c, fmt.Errorf("inject: TrustDomain, ServerAddr, AgentImage and EnvoyImage are required")
 	}
 	if c.TokenAudience == "" {
 		c.TokenAudience = c.TrustDomain.IDString()
@@ -90,10 +84,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.TokenExpirationSeconds = 3600
 	}
 	if c.BundleConfigMap == "" {
-		c.BundleConfigMap = DefaultBundleCM
+		c.BundleConfigMap = wire.TrustBundleConfigMap
 	}
 	if c.EnvoyConfigMap == "" {
-		c.EnvoyConfigMap = DefaultEnvoyCM
+		c.EnvoyConfigMap = wire.TrustBundleConfigMap
 	}
 	return c, nil
 }

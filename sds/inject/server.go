@@ -1,4 +1,4 @@
-package webhook
+package inject
 
 import (
 	"context"
@@ -32,7 +32,7 @@ type Server struct {
 // NewServer validates cfg; Listen then Run (or Run alone) serve it.
 func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Addr == "" || cfg.Handler == nil || cfg.GetCertificate == nil {
-		return nil, errors.New("webhook: Addr, Handler and GetCertificate are required")
+		return nil, errors.New("inject: Addr, Handler and GetCertificate are required")
 	}
 	return &Server{cfg: cfg}, nil
 }
@@ -44,7 +44,7 @@ func (s *Server) Listen() (net.Addr, error) {
 	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("webhook: listen: %w", err)
+		return nil, fmt.Errorf("inject: listen: %w", err)
 	}
 	s.ln = ln
 	return ln.Addr(), nil
@@ -80,5 +80,5 @@ func (s *Server) Run(ctx context.Context) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
-	return fmt.Errorf("webhook: serve: %w", err)
+	return fmt.Errorf("inject: serve: %w", err)
 }

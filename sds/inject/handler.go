@@ -1,4 +1,4 @@
-package webhook
+package inject
 
 import (
 	"context"
@@ -31,7 +31,7 @@ type Handler struct {
 var _ http.Handler = (*Handler)(nil)
 
 // ErrBadReview reports a request body that is not a usable AdmissionReview v1.
-var ErrBadReview = errors.New("webhook: bad AdmissionReview")
+var ErrBadReview = errors.New("inject: bad AdmissionReview")
 
 var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 
@@ -42,7 +42,7 @@ func NewHandler(cfg Config, namespaces NamespaceLabels, log *slog.Logger) (*Hand
 		return nil, err
 	}
 	if namespaces == nil {
-		return nil, errors.New("webhook: NamespaceLabels is required")
+		return nil, errors.New("inject: NamespaceLabels is required")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
