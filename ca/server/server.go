@@ -70,11 +70,16 @@ type Config struct {
 	LocalAgent *LocalAgentConfig
 }
 
+// NodesFile holds the node register (evictions, bans) in the state directory.
+const NodesFile = "nodes.json"
+
 // Server is the assembled control plane.
 type Server struct {
 	cfg    Config
 	CA     *ca.CA
 	Tokens *identity.JoinTokens
+	// Nodes is the register of node agents: evictions and bans.
+	Nodes *identity.Nodes
 	// Leader runs leader-only work in Kubernetes mode (nil otherwise).
 	Leader *leader.Leader
 
@@ -176,6 +181,13 @@ func (s *Server) openTokens() error {
 		TrustDomain: s.cfg.TrustDomain, Clock: s.cfg.Clock,
 		Store: store.File{Path: filepath.Join(s.cfg.Dir, "join-tokens.json"), Perm: 0o600},
 	})
+	if err != nil {
+		return err
+	}
+	s.Nodes, err = identity.NewNodes(identity.NodesConfig{
+		TrustDomain: s.cfg.TrustDomain, Clock: s.cfg.Clock,
+		Store: store.File{Path: filepath.Join(s.cfg.Dir, NodesFile), Perm: 0o600},
+	})
 	return err
 }
 
@@ -230,7 +242,7 @@ func (s *Server) buildGRPC() error {
 		attestors = append(attestors, s.kube.attestor)
 	}
 	svc, err := service.New(service.Config{
-		CA: s.CA, Attestor: attestors, Registry: s.cfg.Registrations, Logger: s.cfg.Logger,
+		CA: s.CA, Attestor: attestors, Registry: s.cfg.Registrations, Nodes: s.Nodes, Logger: s.cfg.Logger,
 		Metrics: service.NewMetrics(s.cfg.Registerer), Clock: s.cfg.Clock,
 	})
 	if err != nil {
