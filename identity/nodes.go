@@ -25,8 +25,8 @@ import (
 //     is refused too, until the ban is lifted by evicting it (which lets it
 //     rejoin).
 var (
-	ErrNodeEvicted = NewRefusal(codes.PermissionDenied, "node_evicted", "identity: node agent was evicted")
-	ErrNodeBanned  = NewRefusal(codes.PermissionDenied, "node_banned", "identity: node agent is banned")
+	ErrNodeEvicted  = NewRefusal(codes.PermissionDenied, "node_evicted", "identity: node agent was evicted")
+	ErrNodeBanned   = NewRefusal(codes.PermissionDenied, "node_banned", "identity: node agent is banned")
 	ErrNotEvictable = errors.New("identity: only node agents and identities that joined with a token can be evicted or banned")
 )
 

@@ -15,7 +15,7 @@ import (
 type fileStore string
 
 func (f fileStore) Load() ([]byte, error) { return os.ReadFile(string(f)) }
-func (f fileStore) Save(b []byte) error  { return os.WriteFile(string(f), b, 0o600) }
+func (f fileStore) Save(b []byte) error   { return os.WriteFile(string(f), b, 0o600) }
 
 func TestNodesEvictBanRejoin(t *testing.T) {
 	clk := clocktesting.NewFakePassiveClock(testStart)
