@@ -109,6 +109,14 @@ func New(cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: state directory: %w", err)
 	}
+	if cfg.LocalAgent != nil {
+		// The agent's socket sits in the state directory by default: every
+		// registered uid must reach it. Keys and tokens stay in 0700 and
+		// 0600 places inside, so searching the directory reveals nothing.
+		if err := store.MakeSearchable(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("server: state directory: %w", err)
+		}
+	}
 	lock, err := store.LockDir(cfg.Dir)
 	if err != nil {
 		return nil, err
