@@ -80,7 +80,7 @@ func NewAuthority(p AuthorityParams) (*Authority, error) {
 	root := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"certmesh"}, CommonName: "certmesh root " + p.TrustDomain.Name() + " " + serial.Text(16)[:8]},
-		NotBefore:             p.Now.Add(-leafBackdate),
+		NotBefore:             p.Now.Add(-LeafBackdate),
 		NotAfter:              p.Now.Add(rootLifetime),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
@@ -114,7 +114,7 @@ func newIntermediate(p AuthorityParams, root *x509.Certificate, rootKey, intKey 
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"certmesh"}, CommonName: "certmesh intermediate " + p.TrustDomain.Name() + " " + serial.Text(16)[:8]},
-		NotBefore:             p.Now.Add(-leafBackdate),
+		NotBefore:             p.Now.Add(-LeafBackdate),
 		NotAfter:              notAfter,
 		IsCA:                  true,
 		BasicConstraintsValid: true,

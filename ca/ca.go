@@ -26,11 +26,13 @@ import (
 
 // Defaults and limits for leaf lifetimes.
 const (
-	DefaultTTL      = time.Hour
-	DefaultMaxTTL   = 24 * time.Hour
-	MinTTL          = time.Minute
-	DefaultOverlap  = 24 * time.Hour
-	leafBackdate    = 5 * time.Minute // clock skew a verifier may have
+	DefaultTTL     = time.Hour
+	DefaultMaxTTL  = 24 * time.Hour
+	MinTTL         = time.Minute
+	DefaultOverlap = 24 * time.Hour
+	// LeafBackdate is how far a leaf's NotBefore lies before its signing, for
+	// verifiers with skewed clocks; NotBefore+LeafBackdate is when it was issued.
+	LeafBackdate    = 5 * time.Minute
 	stateFileName   = "state.json"
 	authoritiesPath = "authorities"
 )
@@ -85,7 +87,7 @@ func New(cfg Config) (*CA, error) {
 	}
 	c := &CA{
 		cfg:         cfg,
-		policy:      RotationPolicy{Overlap: cfg.RotationOverlap, MaxLeafLifetime: cfg.MaxTTL + leafBackdate},
+		policy:      RotationPolicy{Overlap: cfg.RotationOverlap, MaxLeafLifetime: cfg.MaxTTL + LeafBackdate},
 		authorities: map[string]*Authority{},
 		watchCh:     make(chan struct{}),
 	}

@@ -189,7 +189,7 @@ func leafVariants(t testing.TB) []struct {
 func typicalFields(pub crypto.PublicKey) *leafFields {
 	now := time.Now()
 	return &leafFields{
-		Serial: bigPow2(100), NotBefore: now.Add(-leafBackdate), NotAfter: now.Add(time.Hour),
+		Serial: bigPow2(100), NotBefore: now.Add(-LeafBackdate), NotAfter: now.Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, PublicKey: pub,
 		URI: spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/web").URL(),
 	}

@@ -101,7 +101,7 @@ func (c *CA) Sign(p SignParams) (*Leaf, error) {
 	// createLeaf takes.
 	fields := &leafFields{
 		Serial:      serial,
-		NotBefore:   now.Add(-leafBackdate),
+		NotBefore:   now.Add(-LeafBackdate),
 		NotAfter:    notAfter,
 		KeyUsage:    usage,
 		URI:         p.ID.URL(),

@@ -247,3 +247,21 @@ func TestJWTSVIDFromCA(t *testing.T) {
 	_, err = a.FetchJWTSVID(context.Background(), spiffeid.RequireFromString("spiffe://example.org/not/registered"), []string{"x"})
 	require.Error(t, err, "a node agent gets JWTs only for registered workloads")
 }
+
+// TestAgentStopsServingWhatTheCARefuses: once the CA refuses a renewal
+// (here: the node was evicted), the agent drops the SVIDs at once instead
+// of serving them until they expire.
+func TestAgentStopsServingWhatTheCARefuses(t *testing.T) {
+	t.Parallel()
+	c := startCA(t, t.TempDir(), "127.0.0.1:0")
+	a := startAgent(t, c, web)
+	_, err := c.Nodes.Evict(nodeID)
+	require.NoError(t, err)
+	waitParked(t, a.clock, parkedTimers)
+	a.clock.Step(40 * time.Minute) // past half life: every slot renews, and is refused
+	waitFor(t, "SVIDs dropped", func() bool {
+		_, web := a.X509SVID(web)
+		_, own := a.X509SVID(nodeID)
+		return !web && !own
+	})
+}

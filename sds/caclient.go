@@ -195,8 +195,12 @@ func (c *caClient) parseAnswer(chain []string, req signRequest) (*x509svid.SVID,
 	return &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: req.key}, nil
 }
 
-// fetchJWT asks the CA for a JWT-SVID for id (the node's own or a workload's).
-func (c *caClient) fetchJWT(ctx context.Context, client *x509svid.SVID, id spiffeid.ID, audience []string, bundle *jwtbundle.Bundle) (*jwtsvid.SVID, error) {
+// fetchJWT asks the CA for a JWT-SVID for id (the node's own or a workload's),
+// with bearer (when not empty) beside the client SVID.
+func (c *caClient) fetchJWT(ctx context.Context, client *x509svid.SVID, bearer string, id spiffeid.ID, audience []string, bundle *jwtbundle.Bundle) (*jwtsvid.SVID, error) {
+	if bearer != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, wire.AuthorizationKey, "Bearer "+bearer)
+	}
 	conn, err := c.conn(client)
 	if err != nil {
 		return nil, err

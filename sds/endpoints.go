@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,9 +63,16 @@ func ServeEndpoints(ctx context.Context, cfg EndpointsConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {
+		return fmt.Errorf("sds: agent socket: %w", err)
+	}
 	lis, err := store.ListenUnix(cfg.Socket, 0o777)
 	if err != nil {
 		return fmt.Errorf("sds: agent socket: %w", err)
+	}
+	if blocked := store.Unsearchable(cfg.Socket); blocked != "" {
+		cfg.Logger.Warn("workloads of other uids cannot reach the agent socket: a directory on the way is closed to them; put the socket (--socket) where every uid can traverse, e.g. /run/certmesh/agent.sock",
+			"socket", cfg.Socket, "directory", blocked)
 	}
 	g := grpc.NewServer(
 		grpc.Creds(identity.PeerCredentials()),

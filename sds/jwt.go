@@ -45,7 +45,13 @@ func (a *Agent) FetchJWTSVID(ctx context.Context, id spiffeid.ID, audience []str
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	svid, err := a.client.fetchJWT(rctx, own, id, audience, a.JWTBundle())
+	var bearer string
+	if presentsCredentialEachTime(a.cfg.Credential) {
+		// The CA re-attests an identity that came from a token (a pod's
+		// ServiceAccount), so the token goes with every request.
+		bearer, _ = a.cfg.Credential.Token()
+	}
+	svid, err := a.client.fetchJWT(rctx, own, bearer, id, audience, a.JWTBundle())
 	if err != nil {
 		return nil, err
 	}

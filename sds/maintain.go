@@ -10,6 +10,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // ErrNoCredential means the agent has neither a valid SVID nor a usable
@@ -107,7 +109,11 @@ func (a *Agent) maintain(ctx context.Context, s slot) {
 				return
 			}
 			a.metrics.caFailures.Inc()
-			a.cfg.Logger.Warn("SVID renewal failed; retrying with backoff", attrID, s.id.String(), attrError, err.Error())
+			if status.Code(err) == codes.PermissionDenied {
+				a.revoked(s, err)
+			} else {
+				a.cfg.Logger.Warn("SVID renewal failed; retrying with backoff", attrID, s.id.String(), attrError, err.Error())
+			}
 			wait := Backoff(attempt, a.cfg.Jitter())
 			var busy *BusyError
 			if errors.As(err, &busy) {
@@ -122,6 +128,25 @@ func (a *Agent) maintain(ctx context.Context, s slot) {
 			return
 		}
 	}
+}
+
+// revoked stops serving an identity the CA no longer grants (a removed
+// registration, an evicted node, a deleted pod): the CA decides from what
+// holds now, so the SVID in hand must not outlive the grant either. The
+// agent keeps asking with backoff, so a grant that comes back is served.
+func (a *Agent) revoked(s slot, err error) {
+	a.cfg.Logger.Error("the CA no longer grants this identity; no longer served", attrID, s.id.String(), attrError, err.Error())
+	if s.current() == nil {
+		return
+	}
+	if s.own {
+		a.mu.Lock()
+		a.own = nil
+		a.mu.Unlock()
+	} else {
+		s.store(nil)
+	}
+	a.notify()
 }
 
 // expireIfDue drops the slot's SVID once it has expired and returns the

@@ -29,6 +29,15 @@ type Backend interface {
 	CreateJoinToken(id spiffeid.ID, ttl time.Duration) (string, time.Time, error)
 	Rotate() (any, error)
 	Status() any
+	// Nodes lists node agents (and identities that joined with a token);
+	// SetNode evicts or bans one (action "evict" or "ban").
+	Nodes() any
+	SetNode(id spiffeid.ID, action string) (any, error)
+}
+
+// NodeRequest evicts or bans a node agent.
+type NodeRequest struct {
+	ID string `json:"id"`
 }
 
 // TokenRequest asks for a join token.
@@ -85,6 +94,33 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, b.Status())
+	})
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, b.Nodes())
+	})
+	mux.HandleFunc("POST /v1/nodes/{action}", func(w http.ResponseWriter, r *http.Request) {
+		action := r.PathValue("action")
+		if action != "evict" && action != "ban" {
+			writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("unknown node action %q (evict or ban)", action)})
+			return
+		}
+		var req NodeRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{"bad request: " + err.Error()})
+			return
+		}
+		id, err := spiffeid.FromString(req.ID)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{fmt.Sprintf("%q: %v", req.ID, err)})
+			return
+		}
+		n, err := b.SetNode(id, action)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
+			return
+		}
+		log.Warn("node "+action+"ed", "spiffe_id", id.String())
+		writeJSON(w, http.StatusOK, n)
 	})
 	return mux
 }

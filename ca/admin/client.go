@@ -44,6 +44,16 @@ func (c *Client) Rotate(ctx context.Context, out any) error {
 	return c.do(ctx, http.MethodPost, "/v1/ca/rotate", nil, out)
 }
 
+// Nodes fetches the node agents the server knows into out.
+func (c *Client) Nodes(ctx context.Context, out any) error {
+	return c.do(ctx, http.MethodGet, "/v1/nodes", nil, out)
+}
+
+// SetNode evicts or bans (action) the node agent id; out receives its record.
+func (c *Client) SetNode(ctx context.Context, action, id string, out any) error {
+	return c.do(ctx, http.MethodPost, "/v1/nodes/"+action, NodeRequest{ID: id}, out)
+}
+
 // Status fetches the server's status into out.
 func (c *Client) Status(ctx context.Context, out any) error {
 	return c.do(ctx, http.MethodGet, "/v1/status", nil, out)

@@ -30,9 +30,25 @@ type registrations struct {
 	onChange []func(*identity.Registrations)
 }
 
-// OpenRegistrations opens a registrations file, which must name td.
+// OpenRegistrations opens a registrations file, which must name td, for
+// `certmesh dev`, whose one in-process agent serves every entry: an entry
+// without nodes is this machine's.
 func OpenRegistrations(path string, td spiffeid.TrustDomain) (*identity.RegistrationsFile, error) {
 	regs, err := identity.OpenRegistrations(path)
+	return inTrustDomain(path, td, regs, err)
+}
+
+// OpenNodeRegistrations opens a registrations file that remote node agents
+// use (`certmesh server`, `certmesh agent`): every entry must name its
+// nodes, or "*" on purpose, so that one node broken into does not yield
+// every identity.
+func OpenNodeRegistrations(path string, td spiffeid.TrustDomain) (*identity.RegistrationsFile, error) {
+	regs, err := identity.OpenNodeRegistrations(path)
+	return inTrustDomain(path, td, regs, err)
+}
+
+// inTrustDomain passes on an opened file only if it names td.
+func inTrustDomain(path string, td spiffeid.TrustDomain, regs *identity.RegistrationsFile, err error) (*identity.RegistrationsFile, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +63,11 @@ func (s *Server) openRegistrations() error {
 	if rc.Path == "" {
 		return nil
 	}
-	f, err := OpenRegistrations(rc.Path, s.cfg.TrustDomain)
+	open := OpenNodeRegistrations
+	if s.cfg.LocalAgent != nil {
+		open = OpenRegistrations
+	}
+	f, err := open(rc.Path, s.cfg.TrustDomain)
 	if err != nil {
 		return err
 	}

@@ -70,11 +70,16 @@ type Config struct {
 	LocalAgent *LocalAgentConfig
 }
 
+// NodesFile holds the node register (evictions, bans) in the state directory.
+const NodesFile = "nodes.json"
+
 // Server is the assembled control plane.
 type Server struct {
 	cfg    Config
 	CA     *ca.CA
 	Tokens *identity.JoinTokens
+	// Nodes is the register of node agents: evictions and bans.
+	Nodes *identity.Nodes
 	// Leader runs leader-only work in Kubernetes mode (nil otherwise).
 	Leader *leader.Leader
 
@@ -103,6 +108,14 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: state directory: %w", err)
+	}
+	if cfg.LocalAgent != nil {
+		// The agent's socket sits in the state directory by default: every
+		// registered uid must reach it. Keys and tokens stay in 0700 and
+		// 0600 places inside, so searching the directory reveals nothing.
+		if err := store.MakeSearchable(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("server: state directory: %w", err)
+		}
 	}
 	lock, err := store.LockDir(cfg.Dir)
 	if err != nil {
@@ -176,6 +189,13 @@ func (s *Server) openTokens() error {
 		TrustDomain: s.cfg.TrustDomain, Clock: s.cfg.Clock,
 		Store: store.File{Path: filepath.Join(s.cfg.Dir, "join-tokens.json"), Perm: 0o600},
 	})
+	if err != nil {
+		return err
+	}
+	s.Nodes, err = identity.NewNodes(identity.NodesConfig{
+		TrustDomain: s.cfg.TrustDomain, Clock: s.cfg.Clock,
+		Store: store.File{Path: filepath.Join(s.cfg.Dir, NodesFile), Perm: 0o600},
+	})
 	return err
 }
 
@@ -230,7 +250,7 @@ func (s *Server) buildGRPC() error {
 		attestors = append(attestors, s.kube.attestor)
 	}
 	svc, err := service.New(service.Config{
-		CA: s.CA, Attestor: attestors, Registry: s.cfg.Registrations, Logger: s.cfg.Logger,
+		CA: s.CA, Attestor: attestors, Registry: s.cfg.Registrations, Nodes: s.Nodes, Logger: s.cfg.Logger,
 		Metrics: service.NewMetrics(s.cfg.Registerer), Clock: s.cfg.Clock,
 	})
 	if err != nil {

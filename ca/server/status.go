@@ -26,6 +26,9 @@ type Status struct {
 	Ingress       []ingress.CertificateStatus   `json:"ingressCertificates,omitempty"`
 	Registrations *identity.RegistrationsStatus `json:"registrations,omitempty"`
 	Kubernetes    *KubernetesStatus             `json:"kubernetes,omitempty"`
+	// Nodes are the node agents (and identities that joined with a token)
+	// with their state and last-seen time.
+	Nodes []identity.Node `json:"nodes,omitempty"`
 }
 
 // EdgeCertificate is one edge certificate in Status.
@@ -47,7 +50,7 @@ type KubernetesStatus struct {
 
 // Status reports every part the server runs.
 func (s *Server) Status() Status {
-	st := Status{CA: s.CA.Status(), Kubernetes: s.kubernetesStatus()}
+	st := Status{CA: s.CA.Status(), Kubernetes: s.kubernetesStatus(), Nodes: s.Nodes.List()}
 	if s.edge != nil {
 		for _, c := range s.edge.Status() {
 			st.Edge = append(st.Edge, EdgeCertificate{CertStatus: c})
@@ -81,9 +84,25 @@ func (s *Server) Rotate() (ca.AuthorityState, error) {
 	return s.CA.Rotate()
 }
 
-// CreateJoinToken makes a one-time join token for id.
+// CreateJoinToken makes a one-time join token for id; a banned node gets
+// none (it would be refused at redemption anyway).
 func (s *Server) CreateJoinToken(id spiffeid.ID, ttl time.Duration) (string, time.Time, error) {
+	if s.Nodes.Banned(id) {
+		return "", time.Time{}, fmt.Errorf("%w: %s (evict it to lift the ban)", identity.ErrNodeBanned, id)
+	}
 	return s.Tokens.Create(id, ttl)
+}
+
+// SetNode evicts or bans a node agent. Its SVIDs are refused from the next
+// request on; in Kubernetes mode the register is this replica's.
+func (s *Server) SetNode(id spiffeid.ID, action string) (identity.Node, error) {
+	switch action {
+	case "evict":
+		return s.Nodes.Evict(id)
+	case "ban":
+		return s.Nodes.Ban(id)
+	}
+	return identity.Node{}, fmt.Errorf("server: unknown node action %q", action)
 }
 
 // adminAPI is the Server as the admin socket's Backend.
@@ -98,3 +117,7 @@ func (a adminAPI) CreateJoinToken(id spiffeid.ID, ttl time.Duration) (string, ti
 func (a adminAPI) Rotate() (any, error) { return a.s.Rotate() }
 
 func (a adminAPI) Status() any { return a.s.Status() }
+
+func (a adminAPI) Nodes() any { return a.s.Nodes.List() }
+
+func (a adminAPI) SetNode(id spiffeid.ID, action string) (any, error) { return a.s.SetNode(id, action) }

@@ -3,6 +3,7 @@ package service
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"github.com/certmesh/certmesh/ca"
 	"net"
 	"time"
 
@@ -21,6 +22,9 @@ type PeerSVID struct {
 	Presented bool
 	ID        spiffeid.ID
 	NotAfter  time.Time
+	// IssuedAt is when the CA signed it (NotBefore less the backdating):
+	// an eviction refuses what was issued before it.
+	IssuedAt time.Time
 	// Err is why the presented certificate is not a valid SVID of the trust
 	// domain; it is turned into Unauthenticated per request, so the caller
 	// gets a gRPC code rather than a failed handshake.
@@ -51,6 +55,7 @@ func (c *svidCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInf
 	if certs := tlsInfo.State.PeerCertificates; len(certs) > 0 {
 		p.Presented = true
 		p.ID, p.NotAfter, p.Err = c.svc.verifyClientSVID(certs)
+		p.IssuedAt = certs[0].NotBefore.Add(ca.LeafBackdate)
 	}
 	return conn, p, nil
 }

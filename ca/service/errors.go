@@ -34,6 +34,8 @@ var (
 	errImpersonationDenied = errors.New("service: caller may not request another identity")
 	errBadImpersonation    = errors.New("service: ImpersonatedIdentity is not a SPIFFE ID")
 	errOtherNode           = errors.New("service: the registration is scoped to other node agents")
+	errNotGranted          = errors.New("service: no registration or node grants this identity now")
+	errCredentialsDisagree = errors.New("service: the client SVID and the bearer token name different identities")
 )
 
 // refusal maps one of the service's own errors (or the CA's) to the gRPC
@@ -54,6 +56,8 @@ var refusals = []refusal{
 	{errImpersonationDenied, codes.PermissionDenied, "impersonation_denied"},
 	{errBadImpersonation, codes.InvalidArgument, "bad_impersonation"},
 	{errOtherNode, codes.PermissionDenied, "impersonation_other_node"},
+	{errNotGranted, codes.PermissionDenied, "not_granted"},
+	{errCredentialsDisagree, codes.PermissionDenied, "credentials_disagree"},
 	{ca.ErrCSRIdentity, codes.PermissionDenied, "csr_identity"},
 	{ca.ErrCSRDNSNotAllowed, codes.PermissionDenied, "csr_dns"},
 	{ca.ErrCSRNotPEM, codes.InvalidArgument, "csr_not_pem"},

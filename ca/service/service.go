@@ -44,12 +44,23 @@ var (
 	_ Registry = (*identity.RegistrationsFile)(nil)
 )
 
+// NodeRegister knows which node agents were evicted or banned.
+// *identity.Nodes implements it.
+type NodeRegister interface {
+	Check(id spiffeid.ID, issuedAt time.Time) (known bool, err error)
+	Joined(id spiffeid.ID) error
+}
+
+var _ NodeRegister = (*identity.Nodes)(nil)
+
 // Config configures the service. CA is required; Attestor checks bearer
-// tokens; Registry may be nil (no DNS names, no node agents).
+// tokens; Registry may be nil (no DNS names, no node agents); Nodes may be
+// nil (no evictions).
 type Config struct {
 	CA       Signer
 	Attestor identity.Attestor
 	Registry Registry
+	Nodes    NodeRegister
 	Metrics  *Metrics
 	Logger   *slog.Logger
 	Clock    clock.PassiveClock
@@ -132,19 +143,33 @@ const (
 	attrError    = "error"
 )
 
-// authenticate finds who is calling: an mTLS client SVID wins over a bearer
-// token, so an agent renewing with its certificate never needs its token again.
+// authenticate finds who is calling, and decides from what holds now, not
+// from what held when a credential was issued: a bearer token is attested
+// afresh (a deleted pod, an excluded ServiceAccount, a spent join token are
+// refused), and an SVID alone is only as good as its grant today
+// (reauthorize). An agent renewing with its certificate never needs its
+// token again, unless its identity comes from one (Kubernetes).
 func (s *Service) authenticate(ctx context.Context) (identity.Identity, error) {
-	if p, ok := peerSVID(ctx); ok && p.Presented {
+	p, mtls := peerSVID(ctx)
+	mtls = mtls && p.Presented
+	token, err := bearerToken(ctx)
+	if mtls && errors.Is(err, errNoCredential) {
 		return s.authenticateSVID(p)
 	}
-	token, err := bearerToken(ctx)
 	if err != nil {
 		return identity.Identity{}, err
 	}
 	id, err := s.cfg.Attestor.Attest(ctx, identity.Credential{BearerToken: token})
 	if err != nil {
 		return identity.Identity{}, errors.Join(errUnauthenticated, err)
+	}
+	if mtls && p.Err == nil && p.ID != id.ID {
+		return identity.Identity{}, fmt.Errorf("%w: SVID %s, token %s", errCredentialsDisagree, p.ID, id.ID)
+	}
+	if s.cfg.Nodes != nil && id.Attestor == identity.AttestorJoinToken {
+		if err := s.cfg.Nodes.Joined(id.ID); err != nil {
+			return identity.Identity{}, err
+		}
 	}
 	return id, nil
 }
@@ -158,13 +183,38 @@ func (s *Service) authenticateSVID(p PeerSVID) (identity.Identity, error) {
 	if !s.cfg.Clock.Now().Before(p.NotAfter) {
 		return identity.Identity{}, errors.Join(errUnauthenticated, errBadClientSVID, errExpiredSVID)
 	}
+	return s.reauthorize(p)
+}
+
+// reauthorize grants an SVID holder its identity only while something
+// still grants it: a node agent (or an identity that joined with a token)
+// that is not evicted or banned, or a registration entry that still
+// exists. Removing an entry, evicting a node, or an identity that came
+// from a ServiceAccount token (which must be presented again) cannot be
+// renewed by holding an old SVID and its key.
+func (s *Service) reauthorize(p PeerSVID) (identity.Identity, error) {
 	ident := identity.Identity{ID: p.ID, Attestor: "x509_svid"}
+	if identity.IsReserved(p.ID) && !identity.IsNode(p.ID) {
+		return identity.Identity{}, fmt.Errorf("%w: %s presented as a client", identity.ErrReservedID, p.ID)
+	}
+	joined := identity.IsNode(p.ID)
+	if s.cfg.Nodes != nil {
+		known, err := s.cfg.Nodes.Check(p.ID, p.IssuedAt)
+		if err != nil {
+			return identity.Identity{}, err
+		}
+		joined = joined || known
+	}
 	if s.cfg.Registry != nil {
 		if e, ok := s.cfg.Registry.ByID(p.ID); ok {
 			ident.DNSNames = e.DNSNames
+			return ident, nil
 		}
 	}
-	return ident, nil
+	if joined {
+		return ident, nil
+	}
+	return identity.Identity{}, fmt.Errorf("%w: %s (renew with the credential it was attested from)", errNotGranted, p.ID)
 }
 
 // grantFor decides which identity to sign: the caller's own, or — for a node

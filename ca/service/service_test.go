@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +57,8 @@ workloads:
 type fixture struct {
 	ca      *catest.CA
 	tokens  *identity.JoinTokens
+	nodes   *identity.Nodes
+	regs    *identity.RegistrationsFile
 	metrics *service.Metrics
 	addr    string
 }
@@ -64,12 +68,16 @@ func newFixture(t testing.TB) *fixture { return newFixtureWith(t) }
 func newFixtureWith(t testing.TB, opts ...func(*service.Config)) *fixture {
 	t.Helper()
 	c := catest.New(t, "example.org")
-	regs, err := identity.ParseRegistrations([]byte(registrations), "registrations.yaml")
+	regsPath := filepath.Join(t.TempDir(), "registrations.yaml")
+	require.NoError(t, os.WriteFile(regsPath, []byte(registrations), 0o600))
+	regs, err := identity.OpenRegistrations(regsPath)
 	require.NoError(t, err)
 	tokens, err := identity.NewJoinTokens(identity.JoinTokensConfig{TrustDomain: c.TrustDomain(), Clock: c.Clock})
 	require.NoError(t, err)
+	nodes, err := identity.NewNodes(identity.NodesConfig{TrustDomain: c.TrustDomain(), Clock: c.Clock})
+	require.NoError(t, err)
 	m := service.NewMetrics(nil)
-	cfg := service.Config{CA: c, Attestor: identity.Chain{tokens}, Registry: regs, Metrics: m, Clock: c.Clock}
+	cfg := service.Config{CA: c, Attestor: identity.Chain{tokens}, Registry: regs, Nodes: nodes, Metrics: m, Clock: c.Clock}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -84,7 +92,7 @@ func newFixtureWith(t testing.TB, opts ...func(*service.Config)) *fixture {
 	done := make(chan error, 1)
 	go func() { done <- service.Serve(ctx, g, lis) }()
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	return &fixture{ca: c, tokens: tokens, metrics: m, addr: lis.Addr().String()}
+	return &fixture{ca: c, tokens: tokens, nodes: nodes, regs: regs, metrics: m, addr: lis.Addr().String()}
 }
 
 // dial connects as a real agent would: the server is verified by the trust
@@ -177,7 +185,7 @@ func TestRefusals(t *testing.T) {
 	foreign := catest.New(t, "other.org").SVID(t, "spiffe://other.org/vm/x", time.Hour)
 	impostorCA := catest.New(t, "example.org").SVID(t, "spiffe://example.org/vm/x", time.Hour)
 	node := f.ca.SVID(t, "spiffe://example.org/certmesh/node/n1", time.Hour)
-	workload := f.ca.SVID(t, "spiffe://example.org/vm/w", time.Hour)
+	workload := f.ca.SVID(t, "spiffe://example.org/ns/default/sa/web", time.Hour)
 	impersonate := func(id string) *structpb.Struct {
 		s, err := structpb.NewStruct(map[string]any{wire.ImpersonatedIdentityKey: id})
 		require.NoError(t, err)
@@ -292,7 +300,7 @@ func TestStartStormIsShedNotFatal(t *testing.T) {
 		c.MaxInFlight, c.QueueWait = 1, time.Millisecond
 		c.CA = &holdingSigner{Signer: c.CA, until: firstShed}
 	})
-	svid := f.ca.SVID(t, "spiffe://example.org/storm/client", time.Hour)
+	svid := f.ca.SVID(t, "spiffe://example.org/certmesh/node/storm", time.Hour)
 	client := f.dial(t, svid)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	req := &pb.IstioCertificateRequest{Csr: csrPEM(t, key, "")}

@@ -20,9 +20,9 @@ import (
 // ca/server and identity, kept under agent.go's names so agent.go is unchanged.
 
 // openRegistrations opens the --registrations file, which must name the
-// --trust-domain.
+// --trust-domain and scope every entry to its nodes (or "*").
 func openRegistrations(path string, td spiffeid.TrustDomain) (*identity.RegistrationsFile, error) {
-	return server.OpenRegistrations(path, td)
+	return server.OpenNodeRegistrations(path, td)
 }
 
 // followRegistrations keeps f current until ctx ends, reloading on SIGHUP and

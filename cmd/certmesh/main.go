@@ -29,6 +29,7 @@ func commands() []command {
 		{"agent", "run the agent beside a remote CA server", runAgent},
 		{"ca", "init | inspect | rotate | bundle: manage the CA of a state directory", runCA},
 		{"token", "create: make a one-time join token on a running server", runToken},
+		{"node", "list | evict ID | ban ID: the node agents a running server knows", runNode},
 		{"status", "show what a running server knows (certificates, CA, rotation)", runStatus},
 		{"diagnose", "explain why an edge certificate is not served: diagnose edge NAME", runDiagnose},
 		{"version", "print the version", func(_ context.Context, _ []string, out io.Writer) error {

@@ -54,7 +54,13 @@ func printStatusDoc(out io.Writer, st server.Status) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Secret, owner, c.Issuer, fmtTime(c.NotAfter), fmtTime(c.NextRenewal), lastError(c.CertStatus))
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(st.Nodes) > 0 {
+		fmt.Fprintln(out)
+		return printNodes(out, st.Nodes)
 	}
 	return nil
 }

@@ -21,14 +21,14 @@ import (
 // registrations file in which this process's uid is a different workload on
 // each node. A go-spiffe client on each node's socket gets that node's
 // workload; neither agent asks for the other node's (the server would refuse
-// it: see ca/service's TestNodeScopedRegistration), and an entry without
-// nodes is served on both.
+// it: see ca/service's TestNodeScopedRegistration), and an entry for every
+// node (nodes: ["*"]) is served on both.
 func TestOneRegistrationsFileForTwoNodes(t *testing.T) {
 	dir := harness.StateDir(t)
 	regs := harness.Registrations(t, "example.org",
 		harness.Workload{ID: "spiffe://example.org/n1/runner", UID: os.Getuid(), Nodes: []string{"spiffe://example.org/certmesh/node/n1"}},
 		harness.Workload{ID: "spiffe://example.org/n2/runner", UID: os.Getuid(), Nodes: []string{"spiffe://example.org/certmesh/node/n2"}},
-		harness.Workload{ID: "spiffe://example.org/ns/default/sa/web", UID: uidWeb})
+		harness.Workload{ID: "spiffe://example.org/ns/default/sa/web", UID: uidWeb, Nodes: []string{"*"}})
 	addr := "127.0.0.1:" + freePort(t)
 	srv := startProc(t, "server", "--dir", dir, "--trust-domain", "example.org", "--registrations", regs, "--listen", addr)
 	srv.WaitLine(t, "certmesh CA for example.org", 30*time.Second)
@@ -39,10 +39,12 @@ func TestOneRegistrationsFileForTwoNodes(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	sockets := map[string]string{}
 	for _, node := range []string{"n1", "n2"} {
 		token, err := exec.Command(certmesh(t), "token", "create", "--dir", dir, "--id", "spiffe://example.org/certmesh/node/"+node, "--ttl", "1m").Output()
 		require.NoError(t, err)
-		socket := filepath.Join(dir, node+".sock")
+		socket := harness.SocketPath(t, node+".sock")
+		sockets[node] = socket
 		agent := startProc(t, "agent", "--server", addr, "--socket", socket, "--join-token", strings.TrimSpace(string(token)),
 			"--trust-domain", "example.org", "--trust-bundle", bundle, "--registrations", regs)
 		agent.WaitLine(t, "SPIFFE_ENDPOINT_SOCKET=", 30*time.Second)
@@ -56,9 +58,9 @@ func TestOneRegistrationsFileForTwoNodes(t *testing.T) {
 		require.NotContains(t, agent.Stderr(), "PermissionDenied", "the agent asked for nothing the server refuses")
 		require.Contains(t, agent.Stderr(), "workload registered for other nodes; not kept here")
 	}
-	// The unscoped entry is served on both nodes: web's uid runs the workload program.
+	// The entry for every node is served on both nodes: web's uid runs the workload program.
 	for _, node := range []string{"n1", "n2"} {
-		out, err := runAs(ctx, t, uidWeb, "-mode", "fetch", "-socket", "unix://"+filepath.Join(dir, node+".sock")).CombinedOutput()
+		out, err := runAs(ctx, t, uidWeb, "-mode", "fetch", "-socket", "unix://"+sockets[node]).CombinedOutput()
 		require.NoError(t, err, string(out))
 		require.Contains(t, string(out), "identity spiffe://example.org/ns/default/sa/web")
 	}

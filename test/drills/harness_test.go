@@ -92,12 +92,15 @@ const (
 	backendID = "spiffe://example.org/ns/shop/sa/backend"
 )
 
+// registrations is the drills' file, for dev and for a server with remote
+// agents alike: every entry is any node's, on purpose.
 func registrations(t testing.TB) string {
 	t.Helper()
+	every := []string{"*"}
 	return harness.Registrations(t, "example.org",
-		harness.Workload{ID: "spiffe://example.org/drill/runner", UID: os.Getuid()},
-		harness.Workload{ID: gatewayID, UID: uidGateway},
-		harness.Workload{ID: backendID, UID: uidBackend})
+		harness.Workload{ID: "spiffe://example.org/drill/runner", UID: os.Getuid(), Nodes: every},
+		harness.Workload{ID: gatewayID, UID: uidGateway, Nodes: every},
+		harness.Workload{ID: backendID, UID: uidBackend, Nodes: every})
 }
 
 // start runs path with args as uid (0: as the test) until the test ends.

@@ -16,10 +16,6 @@ func StateDir(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("harness: state dir: %v", err)
 	}
-	// Workaround for issue 14 (the dev socket sits in a 0700 directory); removed when certmesh fixes it.
-	if err := os.Chmod(d, 0o755); err != nil {
-		t.Fatalf("harness: state dir: %v", err)
-	}
 	t.Cleanup(func() { _ = os.RemoveAll(d) })
 	return d
 }
@@ -41,7 +37,11 @@ func RegistrationsYAML(trustDomain string, ws ...Workload) string {
 		fmt.Fprintf(&b, "  - spiffeID: %s\n    uid: %d\n", w.ID, w.UID)
 		list := func(key string, vs []string) {
 			if len(vs) > 0 {
-				fmt.Fprintf(&b, "    %s: [%s]\n", key, strings.Join(vs, ", "))
+				quoted := make([]string, len(vs))
+				for i, v := range vs {
+					quoted[i] = fmt.Sprintf("%q", v) // "*" unquoted is a YAML alias
+				}
+				fmt.Fprintf(&b, "    %s: [%s]\n", key, strings.Join(quoted, ", "))
 			}
 		}
 		list("dnsNames", w.DNSNames)
@@ -65,4 +65,16 @@ func WriteRegistrations(t testing.TB, path, trustDomain string, ws ...Workload) 
 		t.Fatalf("harness: registrations: %v", err)
 	}
 	return path
+}
+
+// SocketPath is where an agent of the test may put its socket so that
+// workloads of every uid reach it, as /run/certmesh/agent.sock would be: a
+// file in a directory that does not exist yet under the system's temp
+// directory (the agent creates it, searchable by all). It is removed when
+// the test ends.
+func SocketPath(t testing.TB, name string) string {
+	t.Helper()
+	d := filepath.Join(os.TempDir(), fmt.Sprintf("certmesh-%s-%d", filepath.Base(t.TempDir()), os.Getpid()))
+	t.Cleanup(func() { _ = os.RemoveAll(d) })
+	return filepath.Join(d, name)
 }

@@ -40,17 +40,21 @@ func TestRegistrationsYAML(t *testing.T) {
 	t.Parallel()
 	got := RegistrationsYAML("example.org",
 		Workload{ID: "spiffe://example.org/a", UID: 1, DNSNames: []string{"a.svc", "b.svc"}},
-		Workload{ID: "spiffe://example.org/b", UID: 2, Nodes: []string{"spiffe://example.org/n"}, EdgeCertificates: []string{"shop.example"}})
+		Workload{ID: "spiffe://example.org/b", UID: 2, Nodes: []string{"spiffe://example.org/n"}, EdgeCertificates: []string{"shop.example"}},
+		Workload{ID: "spiffe://example.org/c", UID: 3, Nodes: []string{"*"}})
 	want := strings.Join([]string{
 		"trustDomain: example.org",
 		"workloads:",
 		"  - spiffeID: spiffe://example.org/a",
 		"    uid: 1",
-		"    dnsNames: [a.svc, b.svc]",
+		`    dnsNames: ["a.svc", "b.svc"]`,
 		"  - spiffeID: spiffe://example.org/b",
 		"    uid: 2",
-		"    nodes: [spiffe://example.org/n]",
-		"    edgeCertificates: [shop.example]",
+		`    nodes: ["spiffe://example.org/n"]`,
+		`    edgeCertificates: ["shop.example"]`,
+		"  - spiffeID: spiffe://example.org/c",
+		"    uid: 3",
+		`    nodes: ["*"]`,
 		"",
 	}, "\n")
 	require.Equal(t, want, got)
