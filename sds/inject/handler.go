@@ -113,7 +113,15 @@ func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	if !Opted(nsLabels, pod.Labels, pod.Annotations) {
 		return resp
 	}
-	patch, err := MarshalPatch(Patch(h.cfg, &pod))
+	ops, err := Patch(h.cfg, &pod)
+	if errors.Is(err, ErrBadAnnotation) {
+		return deny(resp, http.StatusBadRequest, "certmesh: "+err.Error())
+	}
+	if err != nil {
+		h.log.Error("webhook: render", "namespace", ns, "pod", pod.Name+pod.GenerateName, "err", err)
+		return deny(resp, http.StatusInternalServerError, "certmesh: cannot render the sidecar's Envoy bootstrap")
+	}
+	patch, err := MarshalPatch(ops)
 	if err != nil {
 		return deny(resp, http.StatusInternalServerError, "certmesh: cannot encode the patch")
 	}
