@@ -44,10 +44,7 @@ type PublisherConfig struct {
 	// certificates.k8s.io/v1 ClusterTrustBundles (default on; set
 	// DisableClusterTrustBundle to skip).
 	DisableClusterTrustBundle bool
-	// EnvoyBootstrap, when set, is published beside the bundle under
-	// wire.EnvoyBootstrapKey (deploy/envoy/sidecar.yaml).
-	EnvoyBootstrap []byte
-	Logger         *slog.Logger
+	Logger                    *slog.Logger
 }
 
 // Publisher keeps the ConfigMap certmesh-trust-bundle (key ca.crt) in every
@@ -221,13 +218,11 @@ func dataCurrent(cm *corev1.ConfigMap, data map[string]string) bool {
 	return true
 }
 
-// desiredData is what every namespace's ConfigMap holds.
+// desiredData is what every namespace's ConfigMap holds: only the bundle (a
+// key left by an older version, such as its static Envoy bootstrap, is
+// removed at the next write).
 func (p *Publisher) desiredData(pem []byte) map[string]string {
-	data := map[string]string{wire.TrustBundleKey: string(pem)}
-	if len(p.cfg.EnvoyBootstrap) > 0 {
-		data[wire.EnvoyBootstrapKey] = string(p.cfg.EnvoyBootstrap)
-	}
-	return data
+	return map[string]string{wire.TrustBundleKey: string(pem)}
 }
 
 func (p *Publisher) desiredConfigMap(ns string, pem []byte) *corev1.ConfigMap {

@@ -51,7 +51,8 @@ func TestConfigMapCurrent(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.ok, configMapCurrent(&tc.cm, want)) })
 	}
-	withEnvoy := map[string]string{wire.TrustBundleKey: "PEM", wire.EnvoyBootstrapKey: "static_resources: {}"}
-	require.True(t, dataCurrent(&corev1.ConfigMap{Data: withEnvoy}, withEnvoy))
-	require.False(t, dataCurrent(&corev1.ConfigMap{Data: map[string]string{wire.TrustBundleKey: "PEM"}}, withEnvoy), "bootstrap missing")
+	// An older server published its static Envoy bootstrap beside the bundle;
+	// that key is dropped at the next write.
+	left := map[string]string{wire.TrustBundleKey: "PEM", "envoy-sidecar.yaml": "static_resources: {}"}
+	require.False(t, dataCurrent(&corev1.ConfigMap{Data: left}, map[string]string{wire.TrustBundleKey: "PEM"}), "old bootstrap key left")
 }

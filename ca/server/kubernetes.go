@@ -42,9 +42,6 @@ type KubernetesConfig struct {
 	// publisher (another tool distributes the bundle).
 	DisableBundlePublication  bool
 	DisableClusterTrustBundle bool
-	// EnvoyBootstrap is published beside the bundle in every namespace, for
-	// the pods the webhook injects.
-	EnvoyBootstrap []byte
 	// AckPeriod is how often this replica publishes the summary of its
 	// agents' bundle acknowledgements for the leader's rotation gate
 	// (default cak8s.DefaultAckPeriod); a summary not renewed within three
@@ -153,7 +150,7 @@ func (s *Server) setupKubernetes() error {
 	}
 	pub, err := cak8s.NewPublisher(cak8s.PublisherConfig{
 		Client: k.Client, Bundle: s.CA, TrustDomain: s.cfg.TrustDomain,
-		DisableClusterTrustBundle: k.DisableClusterTrustBundle, EnvoyBootstrap: k.EnvoyBootstrap, Logger: s.cfg.Logger,
+		DisableClusterTrustBundle: k.DisableClusterTrustBundle, Logger: s.cfg.Logger,
 	})
 	if err != nil {
 		return err

@@ -7,7 +7,4 @@ const (
 	TrustBundleConfigMap = "certmesh-trust-bundle"
 	// TrustBundleKey holds the trust bundle (PEM) in TrustBundleConfigMap.
 	TrustBundleKey = "ca.crt"
-	// EnvoyBootstrapKey holds the sidecar Envoy bootstrap (deploy/envoy/sidecar.yaml)
-	// in TrustBundleConfigMap, so that every namespace has what injected pods mount.
-	EnvoyBootstrapKey = "envoy-sidecar.yaml"
 )

@@ -32,7 +32,6 @@ type kubeFlags struct {
 	lease             string
 	clusterDomain     string
 	noBundles         bool
-	envoyBootstrap    string
 	watchServices     bool
 	watchPods         bool
 }
@@ -51,7 +50,6 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&k.noBundles, "no-bundle-publication", false, "do not publish the trust bundle as ConfigMaps/ClusterTrustBundle")
 	fs.BoolVar(&k.watchServices, "watch-services", true, "keep Service selectors in a watch cache (one watch per replica) instead of listing a namespace's Services for every uncached token review")
 	fs.BoolVar(&k.watchPods, "watch-pods", true, "keep every pod's name, UID and labels in a watch cache (about 1 KB per pod) instead of getting the token's pod for every uncached token review; needs pods list/watch")
-	fs.StringVar(&k.envoyBootstrap, "envoy-bootstrap", "", "sidecar Envoy bootstrap (deploy/envoy/sidecar.yaml) to publish in every namespace beside the bundle, for injected pods")
 }
 
 // restConfig loads --kubeconfig, else the in-cluster configuration.
@@ -113,13 +111,6 @@ func (k *kubeFlags) config() (*server.KubernetesConfig, error) {
 			Policy:        k8sid.Policy{ExcludedNamespaces: splitList(k.excludeNamespaces), ExcludedServiceAccounts: splitList(k.excludeSAs)},
 			WatchServices: k.watchServices, WatchPods: k.watchPods,
 		},
-	}
-	if k.envoyBootstrap != "" {
-		b, err := os.ReadFile(k.envoyBootstrap)
-		if err != nil {
-			return nil, fmt.Errorf("--envoy-bootstrap: %w", err)
-		}
-		kc.EnvoyBootstrap = b
 	}
 	return kc, nil
 }

@@ -15,8 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// MaxReviewBytes bounds a request body; the apiserver's own object limit is 3 MiB.
-const MaxReviewBytes = 8 << 20
+// MaxReviewBytes bounds a request body: the apiserver's own request limit is
+// 3 MiB, so a larger body does not come from it.
+const MaxReviewBytes = 3 << 20
 
 // NamespaceLabels returns the labels of a namespace (an informer lister in the server).
 type NamespaceLabels func(ctx context.Context, namespace string) (map[string]string, error)
@@ -32,6 +33,8 @@ var _ http.Handler = (*Handler)(nil)
 
 // ErrBadReview reports a request body that is not a usable AdmissionReview v1.
 var ErrBadReview = errors.New("inject: bad AdmissionReview")
+
+var tooLarge = fmt.Sprintf("AdmissionReview body over %d bytes (the apiserver's limit)", MaxReviewBytes)
 
 var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 
@@ -56,9 +59,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "POST an AdmissionReview", http.StatusMethodNotAllowed)
 		return
 	}
+	if r.ContentLength > MaxReviewBytes {
+		http.Error(w, tooLarge, http.StatusRequestEntityTooLarge)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxReviewBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		http.Error(w, tooLarge, http.StatusRequestEntityTooLarge)
+		return
+	}
 	if err != nil {
-		http.Error(w, "body too large or unreadable", http.StatusRequestEntityTooLarge)
+		http.Error(w, "body unreadable", http.StatusBadRequest)
 		return
 	}
 	review, err := DecodeReview(body)
@@ -113,7 +125,15 @@ func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	if !Opted(nsLabels, pod.Labels, pod.Annotations) {
 		return resp
 	}
-	patch, err := MarshalPatch(Patch(h.cfg, &pod))
+	ops, err := Patch(h.cfg, &pod)
+	if errors.Is(err, ErrBadAnnotation) {
+		return deny(resp, http.StatusBadRequest, "certmesh: "+err.Error())
+	}
+	if err != nil {
+		h.log.Error("webhook: render", "namespace", ns, "pod", pod.Name+pod.GenerateName, "err", err)
+		return deny(resp, http.StatusInternalServerError, "certmesh: cannot render the sidecar's Envoy bootstrap")
+	}
+	patch, err := MarshalPatch(ops)
 	if err != nil {
 		return deny(resp, http.StatusInternalServerError, "certmesh: cannot encode the patch")
 	}

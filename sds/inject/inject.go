@@ -1,9 +1,12 @@
 // Package inject is certmesh's mutating admission webhook: it adds the sidecars of
 // the mesh to pods that opt in — the certmesh agent and an Envoy whose bootstrap
 // talks SDS to the agent over a unix socket in a shared emptyDir — plus the projected
-// ServiceAccount token the agent authenticates with. The decision and the patch are
-// pure functions of the pod and its namespace's labels; the HTTP handler only decodes
-// the AdmissionReview, asks them, and encodes the answer.
+// ServiceAccount token the agent authenticates with. Each pod's Envoy bootstrap is
+// rendered from the pod (its declared ports and the annotations in annotations.go)
+// and the server's trust domain, validated against Envoy's protos, and passed to
+// Envoy inline (--config-yaml). The decision and the patch are pure functions of the
+// pod and its namespace's labels; the HTTP handler only decodes the AdmissionReview,
+// asks them, and encodes the answer.
 //
 // Failure policy: the shipped MutatingWebhookConfiguration uses failurePolicy Fail.
 // A pod that opted in and started without its sidecars would talk plaintext and hold
@@ -41,14 +44,11 @@ const (
 	SocketVolume   = "certmesh-socket"
 	TokenVolume    = "certmesh-token"
 	BundleVolume   = "certmesh-trust-bundle"
-	EnvoyVolume    = "certmesh-envoy-bootstrap"
 	SocketDir      = "/var/run/certmesh"
 	SocketPath     = SocketDir + "/agent.sock"
 	TokenDir       = "/var/run/secrets/certmesh"
 	TokenFile      = "token"
 	BundleDir      = "/etc/certmesh/bundle"
-	EnvoyConfigDir = "/etc/envoy"
-	EnvoyConfigKey = "sidecar.yaml"
 )
 
 // Config says what to inject.
@@ -66,11 +66,6 @@ type Config struct {
 	// BundleConfigMap holds the trust bundle under key wire.TrustBundleKey in
 	// every namespace (default wire.TrustBundleConfigMap, published by the server).
 	BundleConfigMap string
-	// EnvoyConfigMap holds deploy/envoy/sidecar.yaml under key
-	// wire.EnvoyBootstrapKey in the pod's namespace (default: the published
-	// wire.TrustBundleConfigMap, so injected pods find their bootstrap in every
-	// namespace).
-	EnvoyConfigMap string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -85,9 +80,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.BundleConfigMap == "" {
 		c.BundleConfigMap = wire.TrustBundleConfigMap
-	}
-	if c.EnvoyConfigMap == "" {
-		c.EnvoyConfigMap = wire.TrustBundleConfigMap
 	}
 	return c, nil
 }
@@ -116,15 +108,20 @@ type PatchOp struct {
 // Patch returns the operations that add the sidecars to pod, or none when the pod
 // already has them (the apiserver may call a webhook twice: reinvocation). Existing
 // entries are never rewritten: new ones are inserted or appended by index, so fields
-// this package's API version does not know survive.
-func Patch(cfg Config, pod *corev1.Pod) []PatchOp {
+// this package's API version does not know survive. An error wrapping
+// ErrBadAnnotation means the pod's annotations cannot be rendered.
+func Patch(cfg Config, pod *corev1.Pod) ([]PatchOp, error) {
 	if injected(pod) {
-		return nil
+		return nil, nil
+	}
+	envoy, err := envoyContainer(cfg, pod)
+	if err != nil {
+		return nil, err
 	}
 	var ops []PatchOp
 	// Native sidecars (init containers that keep running) start, in order, before the
 	// app: the agent first so the socket exists, then Envoy.
-	sidecars := []corev1.Container{agentContainer(cfg), envoyContainer(cfg)}
+	sidecars := []corev1.Container{agentContainer(cfg), envoy}
 	if len(pod.Spec.InitContainers) == 0 {
 		ops = append(ops, PatchOp{Op: "add", Path: "/spec/initContainers", Value: sidecars})
 	} else {
@@ -145,7 +142,7 @@ func Patch(cfg Config, pod *corev1.Pod) []PatchOp {
 	} else {
 		ops = append(ops, PatchOp{Op: "add", Path: "/metadata/annotations/" + escape(AnnotationInjected), Value: "true"})
 	}
-	return ops
+	return ops, nil
 }
 
 func injected(pod *corev1.Pod) bool {

@@ -56,22 +56,36 @@ func agentContainer(cfg Config) corev1.Container {
 	}
 }
 
-func envoyContainer(cfg Config) corev1.Container {
+// envoyContainer runs Envoy with the pod's rendered bootstrap inline: container
+// arguments cannot be edited after creation, so the bootstrap stays what admission
+// checked, and nothing has to be written anywhere (admission is side-effect free).
+func envoyContainer(cfg Config, pod *corev1.Pod) (corev1.Container, error) {
+	s, err := ParseSidecar(cfg.TrustDomain, pod)
+	if err != nil {
+		return corev1.Container{}, err
+	}
+	b, err := RenderBootstrap(s)
+	if err != nil {
+		return corev1.Container{}, err
+	}
+	js, err := MarshalBootstrap(b)
+	if err != nil {
+		return corev1.Container{}, err
+	}
+	var ports []corev1.ContainerPort
+	for _, in := range s.Inbound {
+		ports = append(ports, corev1.ContainerPort{Name: "mesh-" + itoa(in.ListenPort), ContainerPort: int32(in.ListenPort), Protocol: corev1.ProtocolTCP})
+	}
 	return corev1.Container{
 		Name:            EnvoyContainer,
 		Image:           cfg.EnvoyImage,
-		Args:            []string{"-c", EnvoyConfigDir + "/" + EnvoyConfigKey, "--log-level", "warn"},
+		Args:            []string{"--config-yaml", string(js), "--log-level", "warn"},
 		RestartPolicy:   &restartAlways,
 		SecurityContext: hardened(),
 		Resources:       requests("50m", "64Mi"),
-		Ports: []corev1.ContainerPort{
-			{Name: "mesh-inbound", ContainerPort: 15006, Protocol: corev1.ProtocolTCP},
-		},
-		VolumeMounts: []corev1.VolumeMount{
-			{Name: SocketVolume, MountPath: SocketDir},
-			{Name: EnvoyVolume, MountPath: EnvoyConfigDir, ReadOnly: true},
-		},
-	}
+		Ports:           ports,
+		VolumeMounts:    []corev1.VolumeMount{{Name: SocketVolume, MountPath: SocketDir}},
+	}, nil
 }
 
 func volumes(cfg Config) []corev1.Volume {
@@ -86,10 +100,6 @@ func volumes(cfg Config) []corev1.Volume {
 		{Name: BundleVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: cfg.BundleConfigMap},
 			Items:                []corev1.KeyToPath{{Key: wire.TrustBundleKey, Path: wire.TrustBundleKey}},
-		}}},
-		{Name: EnvoyVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: cfg.EnvoyConfigMap},
-			Items:                []corev1.KeyToPath{{Key: wire.EnvoyBootstrapKey, Path: EnvoyConfigKey}},
 		}}},
 	}
 }

@@ -21,7 +21,23 @@ type ServerConfig struct {
 	// GetCertificate yields the serving certificate, issued by certmesh's CA
 	// (service.ServingCert.GetCertificate with the webhook Service's DNS names).
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// MaxInFlight bounds the AdmissionReviews served at once (default
+	// DefaultMaxInFlight); more are answered 429 at once, which the apiserver
+	// treats as a webhook failure (the pod's controller retries).
+	MaxInFlight int
 }
+
+// DefaultMaxInFlight is ServerConfig.MaxInFlight's default: a review takes
+// milliseconds, so more than this at once is a flood, not load.
+const DefaultMaxInFlight = 16
+
+// Timeouts of the webhook's HTTP server: the apiserver gives a webhook at most
+// 30 s (ours: 5 s), so a slower client is not the apiserver.
+const (
+	readTimeout  = 10 * time.Second
+	writeTimeout = 10 * time.Second
+	idleTimeout  = 90 * time.Second
+)
 
 // Server serves Handler over TLS.
 type Server struct {
@@ -33,6 +49,9 @@ type Server struct {
 func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Addr == "" || cfg.Handler == nil || cfg.GetCertificate == nil {
 		return nil, errors.New("inject: Addr, Handler and GetCertificate are required")
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
 	}
 	return &Server{cfg: cfg}, nil
 }
@@ -57,11 +76,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle(Path, s.cfg.Handler)
+	mux.Handle(Path, LimitInFlight(s.cfg.Handler, s.cfg.MaxInFlight))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	srv := &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    64 << 10,
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: s.cfg.GetCertificate,
@@ -81,4 +104,20 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	}
 	return fmt.Errorf("inject: serve: %w", err)
+}
+
+// LimitInFlight lets at most n requests into h at once and answers the rest
+// 429 Too Many Requests without waiting.
+func LimitInFlight(h http.Handler, n int) http.Handler {
+	sem := make(chan struct{}, n)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case sem <- struct{}{}:
+			defer func() { <-sem }()
+			h.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many AdmissionReviews in flight", http.StatusTooManyRequests)
+		}
+	})
 }

@@ -82,11 +82,13 @@ func TestPatch(t *testing.T) {
 		wantVols  int
 		wantAnnot int
 	}{
-		{name: "bare pod", pod: bare, wantInit: []string{AgentContainer, EnvoyContainer}, wantVols: 4, wantAnnot: 1},
-		{name: "existing init, volumes, annotations", pod: full, wantInit: []string{AgentContainer, EnvoyContainer, "migrate"}, wantVols: 5, wantAnnot: 2},
+		{name: "bare pod", pod: bare, wantInit: []string{AgentContainer, EnvoyContainer}, wantVols: 3, wantAnnot: 1},
+		{name: "existing init, volumes, annotations", pod: full, wantInit: []string{AgentContainer, EnvoyContainer, "migrate"}, wantVols: 4, wantAnnot: 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := applyPatch(t, tc.pod, Patch(cfg, tc.pod))
+			ops, err := Patch(cfg, tc.pod)
+			require.NoError(t, err)
+			got := applyPatch(t, tc.pod, ops)
 			var names []string
 			for _, c := range got.Spec.InitContainers {
 				names = append(names, c.Name)
@@ -106,7 +108,9 @@ func TestPatch(t *testing.T) {
 				}
 			}
 			require.Equal(t, "spiffe://example.org", token.Audience)
-			require.Nil(t, Patch(cfg, got), "a second call (reinvocation) adds nothing")
+			again, err := Patch(cfg, got)
+			require.NoError(t, err)
+			require.Nil(t, again, "a second call (reinvocation) adds nothing")
 		})
 	}
 }

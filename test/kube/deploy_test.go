@@ -176,15 +176,3 @@ func TestDeployManifestsApply(t *testing.T) {
 	require.NotNil(t, c.ReadinessProbe)
 	require.NotNil(t, c.LivenessProbe)
 }
-
-// TestDeployEnvoyConfigMapMatchesBootstrap keeps the ConfigMap's copy of the sidecar
-// bootstrap identical to deploy/envoy/sidecar.yaml.
-func TestDeployEnvoyConfigMapMatchesBootstrap(t *testing.T) {
-	want, err := os.ReadFile(filepath.Join(deployDir, "..", "envoy", "sidecar.yaml"))
-	require.NoError(t, err)
-	objs := objects(t, filepath.Join(deployDir, "configmaps.yaml"))
-	require.Len(t, objs, 1)
-	got, _, err := unstructured.NestedString(objs[0].Object, "data", "sidecar.yaml")
-	require.NoError(t, err)
-	require.Equal(t, string(want), got, "regenerate deploy/kubernetes/configmaps.yaml from deploy/envoy/sidecar.yaml")
-}

@@ -91,7 +91,6 @@ type serverOpts struct {
 	watchPods bool
 	lease     *server.KubernetesConfig // timing overrides
 	overlap   time.Duration
-	envoy     []byte // Envoy bootstrap to publish beside the bundle
 }
 
 type testServer struct {
@@ -125,7 +124,6 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	require.NoError(t, err)
 	kc := &server.KubernetesConfig{Client: client, Namespace: o.ns, Identity: o.identity,
 		LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 500 * time.Millisecond}
-	kc.EnvoyBootstrap = o.envoy
 	if o.lease != nil {
 		kc.LeaseDuration, kc.RenewDeadline, kc.RetryPeriod, kc.KeepLeaseOnStop = o.lease.LeaseDuration, o.lease.RenewDeadline, o.lease.RetryPeriod, o.lease.KeepLeaseOnStop
 	}

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protojson"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -120,7 +122,7 @@ func createPod(t *testing.T, ns, name string, labels map[string]string) *corev1.
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
 		Spec: corev1.PodSpec{
-			Containers: []corev1.Container{{Name: "app", Image: "nginx:1.27"}},
+			Containers: []corev1.Container{{Name: "app", Image: "nginx:1.27", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}},
 		},
 	}
 	got, err := cluster.Client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
@@ -168,8 +170,13 @@ func TestWebhookInjectsOptedInPods(t *testing.T) {
 	require.Equal(t, corev1.StorageMediumMemory, vols[inject.SocketVolume].EmptyDir.Medium)
 	require.Equal(t, "spiffe://example.org", vols[inject.TokenVolume].Projected.Sources[0].ServiceAccountToken.Audience)
 	require.Equal(t, wire.TrustBundleConfigMap, vols[inject.BundleVolume].ConfigMap.Name)
-	require.Equal(t, wire.TrustBundleConfigMap, vols[inject.EnvoyVolume].ConfigMap.Name)
-	require.Equal(t, wire.EnvoyBootstrapKey, vols[inject.EnvoyVolume].ConfigMap.Items[0].Key, "the bootstrap published beside the bundle")
+	// The apiserver stored the pod's own rendered bootstrap, and it still loads.
+	envoy := stored.Spec.InitContainers[1]
+	require.Equal(t, "--config-yaml", envoy.Args[0])
+	boot := new(bootstrapv3.Bootstrap)
+	require.NoError(t, protojson.Unmarshal([]byte(envoy.Args[1]), boot))
+	require.NoError(t, inject.ValidateBootstrap(boot))
+	require.Contains(t, envoy.Args[1], `"prefix":"spiffe://example.org/"`, "peers default to the server's trust domain")
 
 	// A pod in a namespace that did not opt in: the webhook is called and leaves it alone.
 	before := r.calls.Load()
