@@ -41,7 +41,7 @@ alerts:
 # golang/go#56238 and #52569), and a failing input is written all the same, only
 # unminimised. A failed run prints the fuzzer's output and any failing input; a run
 # that failed without writing one (an engine error, not a finding) is repeated once.
-FUZZ_TARGETS = ./ca:FuzzParseCSR ./ca:FuzzLeafTBS ./identity:FuzzParseRegistrations ./sds/workload:FuzzValidateJWTSVID ./edge/edgeconfig:FuzzParse ./sds/envoy:FuzzDiscoveryRequest ./ca/service:FuzzBearerToken ./sds/inject:FuzzAdmissionReview
+FUZZ_TARGETS = ./ca:FuzzParseCSR ./ca:FuzzLeafTBS ./identity:FuzzParseRegistrations ./sds/workload:FuzzValidateJWTSVID ./edge/edgeconfig:FuzzParse ./sds/envoy:FuzzDiscoveryRequest ./ca/service:FuzzBearerToken ./sds/inject:FuzzAdmissionReview ./identity/k8s:FuzzParseClaims ./edge/ingress:FuzzParseIssuers
 FUZZMINIMIZETIME ?= 0
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -37,6 +37,9 @@ type Authority struct {
 	// rather than for every leaf the gRPC service answers with.
 	chainAfterLeafPEM []string
 	intermediatePool  *x509.CertPool
+	// jwt signs JWT-SVIDs while the authority is active; nil when the
+	// authority predates per-authority JWT keys (the CA's legacy key then).
+	jwt *jwtKey
 }
 
 // Files inside an authority's directory.
@@ -99,7 +102,14 @@ func NewAuthority(p AuthorityParams) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	return assemble(authorityID(rootCert), rootCert, rootKey, intermediate, intKey)
+	a, err := assemble(authorityID(rootCert), rootCert, rootKey, intermediate, intKey)
+	if err != nil {
+		return nil, err
+	}
+	if a.jwt, err = newJWTKey(p.Rand); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 func newIntermediate(p AuthorityParams, root *x509.Certificate, rootKey, intKey crypto.Signer) (*x509.Certificate, error) {
@@ -167,27 +177,38 @@ func newSerial(rnd io.Reader) (*big.Int, error) {
 	return n.Add(n, big.NewInt(1)), nil
 }
 
+// authorityFile is one file of an authority's directory.
+type authorityFile struct {
+	name string
+	data func() ([]byte, error)
+	perm os.FileMode
+}
+
 // save writes the authority's files into dir/<id>/, keys 0600, each atomically.
 func (a *Authority) save(dir string) error {
-	d := filepath.Join(dir, a.ID)
-	if err := os.MkdirAll(d, 0o700); err != nil {
-		return fmt.Errorf("ca: save authority: %w", err)
-	}
-	files := []struct {
-		name string
-		data func() ([]byte, error)
-		perm os.FileMode
-	}{
+	files := []authorityFile{
 		{intermediateKeyFile, func() ([]byte, error) { return EncodeKeyPEM(a.IntermediateKey) }, 0o600},
 		{intermediateCertFile, func() ([]byte, error) { return EncodeCertsPEM(a.Intermediate), nil }, 0o644},
 		{rootCertFile, func() ([]byte, error) { return EncodeCertsPEM(a.Root), nil }, 0o644},
 	}
 	if a.RootKey != nil {
-		files = append(files, struct {
-			name string
-			data func() ([]byte, error)
-			perm os.FileMode
-		}{rootKeyFile, func() ([]byte, error) { return EncodeKeyPEM(a.RootKey) }, 0o600})
+		files = append(files, authorityFile{rootKeyFile, func() ([]byte, error) { return EncodeKeyPEM(a.RootKey) }, 0o600})
+	}
+	if a.jwt != nil {
+		files = append(files, authorityFile{jwtKeyFile, func() ([]byte, error) { return EncodeKeyPEM(a.jwt.key) }, 0o600})
+	}
+	return a.write(dir, files)
+}
+
+// saveJWTKey writes k as the authority's JWT key (dir/<id>/jwt.key).
+func (a *Authority) saveJWTKey(dir string, k *jwtKey) error {
+	return a.write(dir, []authorityFile{{jwtKeyFile, func() ([]byte, error) { return EncodeKeyPEM(k.key) }, 0o600}})
+}
+
+func (a *Authority) write(dir string, files []authorityFile) error {
+	d := filepath.Join(dir, a.ID)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return fmt.Errorf("ca: save authority: %w", err)
 	}
 	for _, f := range files {
 		b, err := f.data()
@@ -245,7 +266,14 @@ func loadAuthority(dir, id string) (*Authority, error) {
 			return nil, err
 		}
 	}
-	return assemble(id, root, rootKey, intermediate, intKey)
+	a, err := assemble(id, root, rootKey, intermediate, intKey)
+	if err != nil {
+		return nil, err
+	}
+	if a.jwt, err = readJWTKey(filepath.Join(d, jwtKeyFile)); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // ImportParams is a bring-your-own CA: the root certificate of the

@@ -65,6 +65,9 @@ func (c *CA) Rotate() (AuthorityState, error) {
 	if err != nil {
 		return AuthorityState{}, err
 	}
+	if err := c.migrateLegacyJWTKey(); err != nil {
+		return AuthorityState{}, err
+	}
 	if err := a.save(c.authoritiesDir()); err != nil {
 		return AuthorityState{}, err
 	}

@@ -69,7 +69,9 @@ type CA struct {
 	state       RotationState
 	authorities map[string]*Authority
 
-	jwt     atomic.Pointer[jwtAuthority] // replaced by Restore
+	legacyJWT *jwtKey // the shared jwt.key of older directories, until migrated
+
+	jwt     atomic.Pointer[jwtSnapshot]
 	gate    RotationGate
 	lagging int  // watchers behind the bundle, as of the last gate check
 	held    bool // a due switch is being held by the gate
@@ -102,9 +104,6 @@ func New(cfg Config) (*CA, error) {
 		err = c.loadAuthorities(state)
 	}
 	if err != nil {
-		return nil, err
-	}
-	if err := c.loadOrCreateJWTKey(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -162,6 +161,11 @@ func (c *CA) initialize() error {
 	if err != nil {
 		return err
 	}
+	if a.jwt == nil { // imported: certmesh still makes the JWT key
+		if a.jwt, err = newJWTKey(c.cfg.Rand); err != nil {
+			return err
+		}
+	}
 	if err := a.save(c.authoritiesDir()); err != nil {
 		return err
 	}
@@ -193,17 +197,23 @@ func (c *CA) loadAuthorities(state RotationState) error {
 		}
 		c.authorities[s.ID] = a
 	}
+	legacy, err := c.loadJWTKeys(state)
+	if err != nil {
+		return err
+	}
+	c.legacyJWT = legacy
 	c.install(state)
 	return nil
 }
 
-// install makes state the live one: the active signer and the bundle.
+// install makes state the live one: the active signer and the bundles.
 func (c *CA) install(state RotationState) {
 	c.state = state
 	if act, ok := state.Active(); ok {
 		c.active.Store(c.authorities[act.ID])
 	}
 	c.bundle.Store(newBundleSnapshot(c.cfg.TrustDomain, state, c.authorities))
+	c.jwt.Store(c.newJWTSnapshot(state))
 	c.watchMu.Lock()
 	close(c.watchCh)
 	c.watchCh = make(chan struct{})
@@ -255,6 +265,7 @@ type AuthorityInfo struct {
 	RootNotAfter    time.Time `json:"rootNotAfter"`
 	IntermediateEnd time.Time `json:"intermediateNotAfter"`
 	HasRootKey      bool      `json:"hasRootKey"`
+	JWTKeyID        string    `json:"jwtKeyID,omitempty"`
 }
 
 // Status returns a snapshot of the CA's authorities and rotation phase.
@@ -265,10 +276,14 @@ func (c *CA) Status() Status {
 		State: c.state.clone().Authorities, Lagging: c.lagging, WaitingGate: c.held}
 	for _, s := range c.state.Authorities {
 		a := c.authorities[s.ID]
-		st.Authorities = append(st.Authorities, AuthorityInfo{
+		info := AuthorityInfo{
 			AuthorityState: s, RootSubject: a.Root.Subject.String(), RootNotAfter: a.Root.NotAfter,
 			IntermediateEnd: a.Intermediate.NotAfter, HasRootKey: a.RootKey != nil,
-		})
+		}
+		if k := c.jwtKeyOf(s.ID); k != nil {
+			info.JWTKeyID = k.kid
+		}
+		st.Authorities = append(st.Authorities, info)
 	}
 	return st
 }

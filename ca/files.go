@@ -15,8 +15,9 @@ import (
 )
 
 // Files is the CA's persisted state: relative slash-separated
-// path → content ("state.json", "jwt.key",
-// "authorities/<id>/intermediate.key", …). It lets the directory stay the
+// path → content ("state.json", "authorities/<id>/jwt.key",
+// "authorities/<id>/intermediate.key", …, and an older directory's
+// top-level "jwt.key"). It lets the directory stay the
 // CA's model while another store (a Kubernetes Secret, for replicas) holds
 // the authoritative copy: export with ExportFiles, apply with Restore.
 type Files map[string][]byte
@@ -71,14 +72,15 @@ func snapshotPath(rel string) bool {
 		return false
 	}
 	switch parts[2] {
-	case rootCertFile, rootKeyFile, intermediateCertFile, intermediateKeyFile:
+	case rootCertFile, rootKeyFile, intermediateCertFile, intermediateKeyFile, jwtKeyFile:
 		return true
 	}
 	return false
 }
 
 // WriteFiles makes dir hold exactly s: every file written atomically
-// (keys before the state that names them), authorities not in s removed.
+// (keys before the state that names them), authorities not in s removed, and
+// the legacy top-level jwt.key removed once s no longer holds it (migrated).
 func WriteFiles(dir string, s Files) error {
 	names := slices.Sorted(maps.Keys(s))
 	for _, n := range names {
@@ -98,6 +100,11 @@ func WriteFiles(dir string, s Files) error {
 			perm = 0o600
 		}
 		if err := store.WriteFile(p, s[n], perm); err != nil {
+			return fmt.Errorf("ca: write snapshot: %w", err)
+		}
+	}
+	if _, ok := s[jwtKeyFile]; !ok {
+		if err := os.Remove(filepath.Join(dir, jwtKeyFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("ca: write snapshot: %w", err)
 		}
 	}
@@ -148,9 +155,6 @@ func (c *CA) Restore(s Files) error {
 	c.authorities = map[string]*Authority{}
 	if err := c.loadAuthorities(state); err != nil {
 		c.authorities = old
-		return fmt.Errorf("ca: restore: %w", err)
-	}
-	if err := c.loadOrCreateJWTKey(); err != nil {
 		return fmt.Errorf("ca: restore: %w", err)
 	}
 	c.cfg.Logger.Info("CA state restored", "authorities", len(state.Authorities), "phase", state.CurrentPhase())

@@ -23,7 +23,10 @@ func TestRestore(t *testing.T) {
 	files, err := a.ExportFiles()
 	require.NoError(t, err)
 	require.Contains(t, files, "state.json")
-	require.Contains(t, files, "jwt.key")
+	for _, st := range a.Status().State {
+		require.Contains(t, files, "authorities/"+st.ID+"/jwt.key", "each authority has its JWT key")
+	}
+	require.NotContains(t, files, "jwt.key")
 	changed := b.BundleChanged()
 	require.NoError(t, b.Restore(files))
 	select {

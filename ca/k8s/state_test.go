@@ -12,7 +12,7 @@ import (
 )
 
 func TestSecretKeys(t *testing.T) {
-	for _, p := range []string{"state.json", "jwt.key", "authorities/0a1b2c3d4e5f/root.crt", "authorities/0a1b2c3d4e5f/intermediate.key"} {
+	for _, p := range []string{"state.json", "jwt.key", "authorities/0a1b2c3d4e5f/root.crt", "authorities/0a1b2c3d4e5f/intermediate.key", "authorities/0a1b2c3d4e5f/jwt.key"} {
 		t.Run(p, func(t *testing.T) {
 			got, ok := filePath(secretKey(p))
 			require.True(t, ok)

@@ -42,34 +42,34 @@ type SecretReader func(ctx context.Context, name string) (map[string][]byte, err
 var ErrInvalidIssuers = errors.New("ingress: invalid issuers")
 
 type issuerDoc struct {
-	Preset         string    `yaml:"preset"`
-	Directory      string    `yaml:"directory"`
-	Email          string    `yaml:"email"`
-	CABundle       string    `yaml:"caBundle"`
-	PreferredChain string    `yaml:"preferredChain"`
-	KeyType        string    `yaml:"keyType"`
-	Profile        string    `yaml:"profile"`
-	EAB            *eabDoc   `yaml:"eab"`
-	Solver         solverDoc `yaml:"solver"`
+	Preset         string    `yaml:"preset,omitempty"`
+	Directory      string    `yaml:"directory,omitempty"`
+	Email          string    `yaml:"email,omitempty"`
+	CABundle       string    `yaml:"caBundle,omitempty"`
+	PreferredChain string    `yaml:"preferredChain,omitempty"`
+	KeyType        string    `yaml:"keyType,omitempty"`
+	Profile        string    `yaml:"profile,omitempty"`
+	EAB            *eabDoc   `yaml:"eab,omitempty"`
+	Solver         solverDoc `yaml:"solver,omitempty"`
 }
 
 type eabDoc struct {
-	KID           string    `yaml:"kid"`
-	HMACSecretRef secretRef `yaml:"hmacSecretRef"`
+	KID           string    `yaml:"kid,omitempty"`
+	HMACSecretRef secretRef `yaml:"hmacSecretRef,omitempty"`
 }
 
 type solverDoc struct {
-	Type                 string     `yaml:"type"`
-	Provider             string     `yaml:"provider"`
-	CredentialsSecretRef *secretRef `yaml:"credentialsSecretRef"`
-	Resolvers            []string   `yaml:"resolvers"`
+	Type                 string     `yaml:"type,omitempty"`
+	Provider             string     `yaml:"provider,omitempty"`
+	CredentialsSecretRef *secretRef `yaml:"credentialsSecretRef,omitempty"`
+	Resolvers            []string   `yaml:"resolvers,omitempty"`
 }
 
 // secretRef names a Secret in certmesh's namespace, and one key of it where one value
 // is meant.
 type secretRef struct {
-	Name string `yaml:"name"`
-	Key  string `yaml:"key"`
+	Name string `yaml:"name,omitempty"`
+	Key  string `yaml:"key,omitempty"`
 }
 
 var presets = map[string]string{

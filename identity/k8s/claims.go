@@ -31,6 +31,10 @@ type claims struct {
 type audience []string
 
 func (a *audience) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" { // no audience, not one empty audience
+		*a = nil
+		return nil
+	}
 	var one string
 	if err := json.Unmarshal(b, &one); err == nil {
 		*a = audience{one}
