@@ -6,7 +6,7 @@ FUZZTIME ?= 5s
 export CERTMESH_TOOLS := $(TOOLS)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build run demo test tools lint unit alerts fuzz bench drill
+.PHONY: all build run demo test tools lint unit alerts fuzz bench drill proto
 
 all: build
 
@@ -30,6 +30,11 @@ lint:
 unit:
 	$(GO) test -count=1 -timeout 30m ./...
 
+# Regenerates the gRPC code of certmesh's own services from their .proto
+# (needs protoc: apt-get install protobuf-compiler; the plugins are pinned).
+proto:
+	sh ca/wire/ackspb/generate.sh
+
 # The alert rules are checked with Prometheus' own parser, in a module of
 # its own so that Prometheus' dependencies stay out of certmesh's.
 alerts:
@@ -41,7 +46,7 @@ alerts:
 # golang/go#56238 and #52569), and a failing input is written all the same, only
 # unminimised. A failed run prints the fuzzer's output and any failing input; a run
 # that failed without writing one (an engine error, not a finding) is repeated once.
-FUZZ_TARGETS = ./ca:FuzzParseCSR ./ca:FuzzLeafTBS ./identity:FuzzParseRegistrations ./sds/workload:FuzzValidateJWTSVID ./edge/edgeconfig:FuzzParse ./sds/envoy:FuzzDiscoveryRequest ./ca/service:FuzzBearerToken ./sds/inject:FuzzAdmissionReview ./identity/k8s:FuzzParseClaims ./edge/ingress:FuzzParseIssuers
+FUZZ_TARGETS = ./ca:FuzzParseCSR ./ca:FuzzLeafTBS ./identity:FuzzParseRegistrations ./sds/workload:FuzzValidateJWTSVID ./edge/edgeconfig:FuzzParse ./sds/envoy:FuzzDiscoveryRequest ./ca/service:FuzzBearerToken ./sds/inject:FuzzAdmissionReview ./identity/k8s:FuzzParseClaims ./edge/ingress:FuzzParseIssuers ./ca/wire:FuzzAckReport
 FUZZMINIMIZETIME ?= 0
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -91,8 +91,17 @@ func (c *CA) Advance() error {
 	if !changed {
 		return nil
 	}
-	if err := c.saveState(next); err != nil {
+	if err := c.commit(next); err != nil {
 		return fmt.Errorf("ca: advance rotation: %w", err)
+	}
+	return nil
+}
+
+// commit persists next and makes it the live state, dropping the
+// authorities it no longer names. Called with c.mu held.
+func (c *CA) commit(next RotationState) error {
+	if err := c.saveState(next); err != nil {
+		return err
 	}
 	for id := range c.authorities {
 		if !containsAuthority(next, id) {

@@ -75,6 +75,7 @@ type CA struct {
 	gate    RotationGate
 	lagging int  // watchers behind the bundle, as of the last gate check
 	held    bool // a due switch is being held by the gate
+	forced  int  // switches forced past the gate (ForceActivate), since start
 	active  atomic.Pointer[Authority]
 	bundle  atomic.Pointer[bundleSnapshot]
 	watchMu sync.Mutex
@@ -253,9 +254,12 @@ type Status struct {
 	NextEvent   time.Time       `json:"nextEvent,omitzero"`
 	// Lagging counts watchers (SDS streams, Workload API streams, agents)
 	// that do not hold the current bundle yet; a due switch waits for 0.
-	Lagging     int              `json:"watchersLagging"`
-	WaitingGate bool             `json:"waitingForWatchers,omitempty"`
-	State       []AuthorityState `json:"-"`
+	Lagging     int  `json:"watchersLagging"`
+	WaitingGate bool `json:"waitingForWatchers,omitempty"`
+	// ForcedActivations counts switches an operator forced past the gate
+	// (`certmesh ca rotate --force`) since this process started.
+	ForcedActivations int              `json:"forcedActivations,omitempty"`
+	State             []AuthorityState `json:"-"`
 }
 
 // AuthorityInfo is one authority as shown to an operator.
@@ -273,7 +277,7 @@ func (c *CA) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := Status{TrustDomain: c.cfg.TrustDomain.Name(), Phase: c.state.CurrentPhase(), NextEvent: c.state.NextEvent(),
-		State: c.state.clone().Authorities, Lagging: c.lagging, WaitingGate: c.held}
+		State: c.state.clone().Authorities, Lagging: c.lagging, WaitingGate: c.held, ForcedActivations: c.forced}
 	for _, s := range c.state.Authorities {
 		a := c.authorities[s.ID]
 		info := AuthorityInfo{

@@ -150,3 +150,55 @@ func TestRunWakesForANewRotation(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond, "switch within the overlap, not after Run's one-minute check")
 	require.Less(t, c.Clock.Now().Sub(catest.Epoch), 30*time.Second)
 }
+
+// TestForceActivateHeldRotation: `ca rotate --force` switches a rotation
+// the gate holds, once its overlap has passed, and counts the override.
+func TestForceActivateHeldRotation(t *testing.T) {
+	c := catest.New(t, "example.org", func(cfg *ca.Config) { cfg.RotationOverlap = time.Hour })
+	c.SetRotationGate(func() (bool, int) { return false, 4 })
+	_, err := c.ForceActivate()
+	require.ErrorIs(t, err, ca.ErrNoRotation)
+
+	prep, err := c.Rotate()
+	require.NoError(t, err)
+	c.Clock.Step(30 * time.Minute)
+	_, err = c.ForceActivate()
+	require.ErrorIs(t, err, ca.ErrRotationNotDue, "the override is for the gate, not the overlap")
+	require.Equal(t, "prepared", c.Status().Phase)
+
+	c.Clock.Step(time.Hour)
+	require.NoError(t, c.Advance())
+	require.True(t, c.Status().WaitingGate, "held by the lagging watchers")
+
+	got, err := c.ForceActivate()
+	require.NoError(t, err)
+	require.Equal(t, ca.ForcedActivation{Authority: got.Authority, Forced: true, Lagging: 4}, got)
+	require.Equal(t, prep.ID, got.Authority.ID)
+	require.Equal(t, ca.PhaseActive, got.Authority.Phase)
+	st := c.Status()
+	require.Equal(t, "retiring", st.Phase)
+	require.False(t, st.WaitingGate)
+	require.Equal(t, 1, st.ForcedActivations)
+	leaf := c.SVID(t, "spiffe://example.org/a", time.Hour)
+	require.NoError(t, leaf.Certificates[1].CheckSignatureFrom(c.Roots()[1]), "new leaves chain to the new root")
+
+	reloaded, err := ca.New(ca.Config{Dir: c.Dir, TrustDomain: td, Clock: c.Clock})
+	require.NoError(t, err)
+	act, _ := ca.RotationState{Authorities: reloaded.Status().State}.Active()
+	require.Equal(t, prep.ID, act.ID, "the forced switch is persisted")
+}
+
+// TestForceActivateOpenGate: with nothing lagging, --force is an ordinary
+// switch: not counted as an override.
+func TestForceActivateOpenGate(t *testing.T) {
+	c := catest.New(t, "example.org", func(cfg *ca.Config) { cfg.RotationOverlap = time.Hour })
+	c.SetRotationGate(func() (bool, int) { return true, 0 })
+	_, err := c.Rotate()
+	require.NoError(t, err)
+	c.Clock.Step(time.Hour)
+	got, err := c.ForceActivate()
+	require.NoError(t, err)
+	require.False(t, got.Forced)
+	require.Zero(t, c.Status().ForcedActivations)
+	require.Equal(t, "retiring", c.Status().Phase)
+}

@@ -28,6 +28,8 @@ const SocketName = "admin.sock"
 type Backend interface {
 	CreateJoinToken(id spiffeid.ID, ttl time.Duration) (string, time.Time, error)
 	Rotate() (any, error)
+	// ForceRotate activates a prepared root the rotation gate holds.
+	ForceRotate() (any, error)
 	Status() any
 	// Nodes lists node agents (and identities that joined with a token);
 	// SetNode evicts or bans one (action "evict" or "ban").
@@ -86,6 +88,14 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	})
 	mux.HandleFunc("POST /v1/ca/rotate", func(w http.ResponseWriter, r *http.Request) {
 		st, err := b.Rotate()
+		if err != nil {
+			writeJSON(w, http.StatusConflict, errorBody{err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
+	mux.HandleFunc("POST /v1/ca/rotate/force", func(w http.ResponseWriter, r *http.Request) {
+		st, err := b.ForceRotate()
 		if err != nil {
 			writeJSON(w, http.StatusConflict, errorBody{err.Error()})
 			return

@@ -54,6 +54,12 @@ func (c *Client) SetNode(ctx context.Context, action, id string, out any) error 
 	return c.do(ctx, http.MethodPost, "/v1/nodes/"+action, NodeRequest{ID: id}, out)
 }
 
+// ForceRotate activates the prepared root the server's rotation gate holds;
+// out receives what was done.
+func (c *Client) ForceRotate(ctx context.Context, out any) error {
+	return c.do(ctx, http.MethodPost, "/v1/ca/rotate/force", nil, out)
+}
+
 // Status fetches the server's status into out.
 func (c *Client) Status(ctx context.Context, out any) error {
 	return c.do(ctx, http.MethodGet, "/v1/status", nil, out)

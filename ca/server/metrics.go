@@ -25,6 +25,7 @@ type caCollector struct {
 	phase        *prometheus.Desc
 	nextEvent    *prometheus.Desc
 	phaseEntered *prometheus.Desc
+	forced       *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*caCollector)(nil)
@@ -48,11 +49,13 @@ func newCACollector(c *ca.CA) *caCollector {
 			nil, nil),
 		phaseEntered: prometheus.NewDesc("certmesh_ca_authority_phase_since_timestamp_seconds",
 			"When each authority entered its current phase (prepared or activated), as a Unix timestamp.", []string{"authority"}, nil),
+		forced: prometheus.NewDesc("certmesh_ca_rotation_forced_total",
+			"Root switches an operator forced past lagging watchers (`certmesh ca rotate --force`) since this process started.", nil, nil),
 	}
 }
 
 func (c *caCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.rootExpiry, c.interExpiry, c.phase, c.nextEvent, c.phaseEntered} {
+	for _, d := range []*prometheus.Desc{c.rootExpiry, c.interExpiry, c.phase, c.nextEvent, c.phaseEntered, c.forced} {
 		ch <- d
 	}
 }
@@ -77,6 +80,7 @@ func (c *caCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.phaseEntered, prometheus.GaugeValue, float64(since.Unix()), a.ID)
 		}
 	}
+	ch <- prometheus.MustNewConstMetric(c.forced, prometheus.CounterValue, float64(st.ForcedActivations))
 	if !st.NextEvent.IsZero() {
 		ch <- prometheus.MustNewConstMetric(c.nextEvent, prometheus.GaugeValue, float64(st.NextEvent.Unix()))
 	}

@@ -74,14 +74,32 @@ var ErrNotLeader = errors.New("server: this replica is not the leader")
 // Rotate starts a CA rotation. In Kubernetes mode only the leader does; a
 // follower's refusal names the leader to run it on.
 func (s *Server) Rotate() (ca.AuthorityState, error) {
-	if s.Leader != nil && !s.Leader.IsLeader() {
-		leader := s.Leader.Current()
-		if leader == "" {
-			leader = "not known yet"
-		}
-		return ca.AuthorityState{}, fmt.Errorf("%w (this is %s; the leader is %s): run `certmesh ca rotate` on the leader's pod", ErrNotLeader, s.Leader.Identity(), leader)
+	if err := s.leaderOnly("certmesh ca rotate"); err != nil {
+		return ca.AuthorityState{}, err
 	}
 	return s.CA.Rotate()
+}
+
+// ForceRotate activates a prepared root that the acknowledgement gate
+// holds (`certmesh ca rotate --force`); like Rotate, on the leader only.
+func (s *Server) ForceRotate() (ca.ForcedActivation, error) {
+	if err := s.leaderOnly("certmesh ca rotate --force"); err != nil {
+		return ca.ForcedActivation{}, err
+	}
+	return s.CA.ForceActivate()
+}
+
+// leaderOnly refuses an operator's rotation command on a follower, naming
+// the leader to run command on.
+func (s *Server) leaderOnly(command string) error {
+	if s.Leader == nil || s.Leader.IsLeader() {
+		return nil
+	}
+	leader := s.Leader.Current()
+	if leader == "" {
+		leader = "not known yet"
+	}
+	return fmt.Errorf("%w (this is %s; the leader is %s): run `%s` on the leader's pod", ErrNotLeader, s.Leader.Identity(), leader, command)
 }
 
 // CreateJoinToken makes a one-time join token for id; a banned node gets
@@ -115,6 +133,8 @@ func (a adminAPI) CreateJoinToken(id spiffeid.ID, ttl time.Duration) (string, ti
 }
 
 func (a adminAPI) Rotate() (any, error) { return a.s.Rotate() }
+
+func (a adminAPI) ForceRotate() (any, error) { return a.s.ForceRotate() }
 
 func (a adminAPI) Status() any { return a.s.Status() }
 

@@ -15,19 +15,23 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certmesh/certmesh/ca/wire"
+	"github.com/certmesh/certmesh/identity"
 )
 
 // The acknowledgement service's message, descriptor and client call are
 // the agent's contract with the CA and live in ca/wire; the registry here is
 // the server side.
 
-// AckRegistry collects agents' reports and answers the rotation gate.
+// AckRegistry collects node agents' reports and answers the rotation gate.
+// It keeps one report per node agent, keyed by the SPIFFE ID its SVID
+// proves: a report's instance is the agent's own claim, so keying by it
+// would let one caller fill many slots.
 type AckRegistry struct {
 	svc   *Service
 	clock clock.PassiveClock
 
 	mu      sync.Mutex
-	reports map[string]ackEntry
+	reports map[string]ackEntry // by caller SPIFFE ID
 }
 
 type ackEntry struct {
@@ -35,41 +39,63 @@ type ackEntry struct {
 	seen time.Time
 }
 
-// NewAckRegistry serves reports authenticated as the signing service does.
+// NewAckRegistry serves reports from node agents authenticated by their SVID.
 func (s *Service) NewAckRegistry() *AckRegistry {
 	return &AckRegistry{svc: s, clock: s.cfg.Clock, reports: map[string]ackEntry{}}
 }
 
-// Register adds the acknowledgement service to g.
+// Register adds the acknowledgement service to g. It is generated code's
+// descriptor, so g's interceptors run on Report like on every method.
 func (r *AckRegistry) Register(g *grpc.Server) { wire.RegisterAcks(g, r.report) }
 
 func (r *AckRegistry) report(ctx context.Context, rep wire.AckReport) error {
-	caller, err := r.svc.authenticate(ctx)
+	caller, err := r.svc.authenticateNode(ctx)
 	if err != nil {
 		return r.svc.refuse(ctx, err)
 	}
 	if err := rep.Validate(); err != nil {
-		return r.svc.refuse(ctx, err)
+		return r.svc.refuse(ctx, fmt.Errorf("%w (from %s)", err, caller.ID))
 	}
-	if err := r.record(caller.ID.String()+"#"+rep.Instance, rep); err != nil {
+	if err := r.record(caller.ID.String(), rep); err != nil {
 		return r.svc.refuse(ctx, err)
 	}
 	return nil
 }
 
-// record stores an authenticated, well-formed report under its agent's key.
+// authenticateNode admits node agents only (IDs under
+// identity.NodePathPrefix), and only by their SVID over mTLS: any other
+// identity could hold a rotation with a stale bundle or, before counts were
+// validated, cancel real laggards; and a bearer token here would spend a
+// one-time join token on a heartbeat.
+func (s *Service) authenticateNode(ctx context.Context) (identity.Identity, error) {
+	p, ok := peerSVID(ctx)
+	if !ok || !p.Presented {
+		return identity.Identity{}, errAckNoSVID
+	}
+	caller, err := s.authenticateSVID(p)
+	if err != nil {
+		return identity.Identity{}, err
+	}
+	if !isNode(caller.ID) {
+		return identity.Identity{}, fmt.Errorf("%w: %s", errAckNotNode, caller.ID)
+	}
+	return caller, nil
+}
+
+// record stores a well-formed report in its agent's one slot, replacing
+// the agent's previous report.
 func (r *AckRegistry) record(key string, rep wire.AckReport) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.prune()
-	if len(r.reports) >= maxAckAgents {
+	if _, ok := r.reports[key]; !ok && len(r.reports) >= maxAckAgents {
 		return errTooManyAgents
 	}
 	r.reports[key] = ackEntry{AckReport: rep, seen: r.clock.Now()}
 	return nil
 }
 
-// maxAckAgents bounds the registry's memory against a flood of instances.
+// maxAckAgents bounds the registry's memory: one slot per node agent.
 const maxAckAgents = 100000
 
 func (r *AckRegistry) prune() {
@@ -156,9 +182,10 @@ func (r *AckRegistry) totals() map[string]AckTotals {
 	return all
 }
 
-// agentTotals is what one agent's report counts for. Its counts are
-// clamped to [0, maxAckCount]: a negative count must not cancel another
-// agent's lag, nor a huge one overflow a sum.
+// agentTotals is what one agent's report counts for. Validate refuses
+// counts out of range before a report is recorded; they are clamped to
+// [0, maxAckCount] all the same, so that no report can cancel another
+// agent's lag or overflow a sum.
 func agentTotals(rep wire.AckReport) AckTotals {
 	w, l := min(max(rep.Watchers, 0), maxAckCount), min(max(rep.Lagging, 0), maxAckCount)
 	return AckTotals{Agents: 1, Watchers: w, Lagging: l, Behind: max(w, 1)}
@@ -243,7 +270,7 @@ func (s AckSummary) Validate() error {
 // maxSummaryCount a summary's totals, so that adding up the summaries of
 // many replicas cannot overflow.
 const (
-	maxAckCount     = 1 << 20
+	maxAckCount     = wire.MaxAckWatchers
 	maxSummaryCount = 1 << 40
 )
 

@@ -30,6 +30,8 @@ var (
 	errBadClientSVID       = errors.New("service: client certificate is not a valid SVID of this trust domain")
 	errExpiredSVID         = errors.New("service: client SVID has expired")
 	errTooManyAgents       = errors.New("service: too many agents reporting")
+	errAckNoSVID           = errors.New("service: bundle acknowledgements are taken only over mTLS with a node agent's SVID")
+	errAckNotNode          = errors.New("service: only node agents may report bundle acknowledgements")
 	errForeignTrustDomain  = errors.New("service: foreign trust domain")
 	errImpersonationDenied = errors.New("service: caller may not request another identity")
 	errBadImpersonation    = errors.New("service: ImpersonatedIdentity is not a SPIFFE ID")
@@ -73,6 +75,8 @@ var refusals = []refusal{
 	{ca.ErrForeignID, codes.PermissionDenied, "foreign_id"},
 	{ca.ErrJWTAudience, codes.InvalidArgument, "jwt_audience"},
 	{ca.ErrAuthorityExpired, codes.Unavailable, "authority_expired"},
+	{errAckNoSVID, codes.PermissionDenied, "ack_no_svid"},
+	{errAckNotNode, codes.PermissionDenied, "ack_not_node"},
 	{wire.ErrBadAckReport, codes.InvalidArgument, "bad_ack_report"},
 	{errTooManyAgents, codes.ResourceExhausted, "too_many_agents"},
 	{errUnauthenticated, codes.Unauthenticated, "unauthenticated"},

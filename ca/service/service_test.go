@@ -60,7 +60,30 @@ type fixture struct {
 	nodes   *identity.Nodes
 	regs    *identity.RegistrationsFile
 	metrics *service.Metrics
+	acks    *service.AckRegistry
 	addr    string
+	// seen records the methods the server's interceptor chain passed on,
+	// after the load shedder.
+	seen *methodRecorder
+}
+
+// methodRecorder is a unary interceptor that notes every method it sees.
+type methodRecorder struct {
+	mu      sync.Mutex
+	methods []string
+}
+
+func (m *methodRecorder) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	m.mu.Lock()
+	m.methods = append(m.methods, info.FullMethod)
+	m.mu.Unlock()
+	return h(ctx, req)
+}
+
+func (m *methodRecorder) Methods() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.methods...)
 }
 
 func newFixture(t testing.TB) *fixture { return newFixtureWith(t) }
@@ -84,20 +107,29 @@ func newFixtureWith(t testing.TB, opts ...func(*service.Config)) *fixture {
 	svc, err := service.New(cfg)
 	require.NoError(t, err)
 	sc := &service.ServingCert{CA: c.CA, DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, Clock: c.Clock}
-	g := service.NewGRPCServer(svc.TransportCredentials(sc.ServerTLSConfig()), grpc.UnaryInterceptor(svc.UnaryShedder()))
+	seen := &methodRecorder{}
+	g := service.NewGRPCServer(svc.TransportCredentials(sc.ServerTLSConfig()), grpc.ChainUnaryInterceptor(svc.UnaryShedder(), seen.intercept))
 	svc.Register(g)
+	acks := svc.NewAckRegistry()
+	acks.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- service.Serve(ctx, g, lis) }()
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	return &fixture{ca: c, tokens: tokens, nodes: nodes, regs: regs, metrics: m, addr: lis.Addr().String()}
+	return &fixture{ca: c, tokens: tokens, nodes: nodes, regs: regs, metrics: m, acks: acks, addr: lis.Addr().String(), seen: seen}
 }
 
 // dial connects as a real agent would: the server is verified by the trust
 // bundle and its SPIFFE ID; svid, when given, is presented for renewal.
 func (f *fixture) dial(t testing.TB, svid *x509svid.SVID) pb.IstioCertificateServiceClient {
+	t.Helper()
+	return pb.NewIstioCertificateServiceClient(f.conn(t, svid))
+}
+
+// conn is dial's connection, for the other services on the listener.
+func (f *fixture) conn(t testing.TB, svid *x509svid.SVID) *grpc.ClientConn {
 	t.Helper()
 	authz := tlsconfig.AuthorizeID(wire.ServerID(f.ca.TrustDomain()))
 	var cfg *tls.Config
@@ -109,7 +141,7 @@ func (f *fixture) dial(t testing.TB, svid *x509svid.SVID) pb.IstioCertificateSer
 	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
-	return pb.NewIstioCertificateServiceClient(conn)
+	return conn
 }
 
 func csrPEM(t testing.TB, key crypto.Signer, uri string) string {

@@ -2,58 +2,78 @@ package wire
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/certmesh/certmesh/ca/wire/ackspb"
 )
 
-// AckReport is what an agent tells the CA about the trust bundle: which one
-// it holds (hex BundleDigest) and how many of its watchers do not hold it
-// yet. The CA switches signing to a new root only when every live agent
+// AckReport is what a node agent tells the CA about the trust bundle: which
+// one it holds (hex BundleDigest) and how many of its watchers do not hold
+// it yet. The CA switches signing to a new root only when every live agent
 // holds the bundle with that root and no watcher lags.
 type AckReport struct {
 	Instance string
 	Bundle   string
 	Lagging  int
 	Watchers int
+
+	// malformed says what decoding found wrong (a missing field, a count
+	// that is not a whole number in range); Validate reports it, so that
+	// the server can authenticate the caller before it judges the report.
+	malformed string
 }
 
 // AckLiveness is how long the CA counts an agent as live after its last
 // report: an agent repeats an unchanged report well within it.
 const AckLiveness = 30 * time.Second
 
-// ErrBadAckReport: a report's fields are out of range.
+// MaxAckWatchers bounds the watchers one agent may report: far more than
+// the streams one node serves, small enough that the CA's sums over any
+// number of agents cannot overflow.
+const MaxAckWatchers = 1 << 20
+
+// ErrBadAckReport: a report's fields are missing or out of range.
 var ErrBadAckReport = errors.New("wire: malformed bundle acknowledgement report")
 
-// maxInstance bounds an instance name, which the CA keeps per agent.
+// maxInstance bounds an instance name.
 const maxInstance = 64
 
-// Validate checks what the CA stores: an instance name of 1 to 64 bytes and
-// a bundle of 64 characters (a hex BundleDigest). Counts are not checked:
-// the CA clamps them when it adds them up.
+// Validate checks a report before the CA counts it: an instance name of 1
+// to 64 bytes, a bundle of 64 lowercase hex digits (a BundleDigest), 0 ≤
+// watchers ≤ MaxAckWatchers and 0 ≤ lagging ≤ watchers. A negative count
+// would cancel other agents' lag and open the rotation gate early.
 func (r AckReport) Validate() error {
-	if len(r.Instance) == 0 || len(r.Instance) > maxInstance {
+	switch {
+	case r.malformed != "":
+		return fmt.Errorf("%w: %s", ErrBadAckReport, r.malformed)
+	case len(r.Instance) == 0 || len(r.Instance) > maxInstance:
 		return fmt.Errorf("%w: instance of %d bytes (1 to %d)", ErrBadAckReport, len(r.Instance), maxInstance)
-	}
-	if len(r.Bundle) != 64 {
-		return fmt.Errorf("%w: bundle of %d characters (64 hex digits)", ErrBadAckReport, len(r.Bundle))
+	case !isDigest(r.Bundle):
+		return fmt.Errorf("%w: bundle %.80q is not 64 lowercase hex digits", ErrBadAckReport, r.Bundle)
+	case r.Watchers < 0 || r.Watchers > MaxAckWatchers:
+		return fmt.Errorf("%w: watchers %d (0 to %d)", ErrBadAckReport, r.Watchers, MaxAckWatchers)
+	case r.Lagging < 0 || r.Lagging > r.Watchers:
+		return fmt.Errorf("%w: lagging %d (0 to watchers, %d)", ErrBadAckReport, r.Lagging, r.Watchers)
 	}
 	return nil
 }
 
-// The acknowledgement service is tiny and private to certmesh, so it uses
-// google.protobuf.Struct messages with a hand-written service descriptor
-// rather than a generated one.
-const (
-	ackService = "certmesh.v1.BundleAcks"
-	ackMethod  = "/" + ackService + "/Report"
-)
+// isDigest: exactly what hex.EncodeToString makes of a SHA-256, so that
+// two spellings of one bundle cannot count as two bundles.
+func isDigest(s string) bool {
+	b, err := hex.DecodeString(s)
+	return err == nil && len(b) == 32 && hex.EncodeToString(b) == s
+}
 
-// Field names of a report in its Struct message.
+// Field names of a report in its Struct message (ackspb/acks.proto).
 const (
 	fieldInstance = "instance"
 	fieldBundle   = "bundle"
@@ -66,22 +86,23 @@ const (
 // it returns is the call's status.
 type AckHandler func(ctx context.Context, rep AckReport) error
 
+// ackServer serves certmesh.v1.BundleAcks with the generated descriptor, so
+// the gRPC server's interceptors run on Report as on any other method.
+type ackServer struct {
+	ackspb.UnimplementedBundleAcksServer
+	handle AckHandler
+}
+
+func (s ackServer) Report(ctx context.Context, in *structpb.Struct) (*emptypb.Empty, error) {
+	if err := s.handle(ctx, decodeAckReport(in)); err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
+}
+
 // RegisterAcks adds the acknowledgement service to g; handle serves it.
 func RegisterAcks(g grpc.ServiceRegistrar, handle AckHandler) {
-	g.RegisterService(&grpc.ServiceDesc{
-		ServiceName: ackService,
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "Report", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			in := new(structpb.Struct)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			if err := handle(ctx, decodeAckReport(in)); err != nil {
-				return nil, err
-			}
-			return &emptypb.Empty{}, nil
-		}}},
-	}, handle)
+	ackspb.RegisterBundleAcksServer(g, ackServer{handle: handle})
 }
 
 // SendAckReport is the agent side of the service.
@@ -90,7 +111,8 @@ func SendAckReport(ctx context.Context, conn grpc.ClientConnInterface, rep AckRe
 	if err != nil {
 		return err
 	}
-	return conn.Invoke(ctx, ackMethod, in, new(emptypb.Empty))
+	_, err = ackspb.NewBundleAcksClient(conn).Report(ctx, in)
+	return err
 }
 
 func encodeAckReport(rep AckReport) (*structpb.Struct, error) {
@@ -103,10 +125,38 @@ func encodeAckReport(rep AckReport) (*structpb.Struct, error) {
 	return in, nil
 }
 
+// decodeAckReport reads a report; what it cannot read is left for Validate.
 func decodeAckReport(in *structpb.Struct) AckReport {
 	f := in.GetFields()
-	return AckReport{
-		Instance: f[fieldInstance].GetStringValue(), Bundle: f[fieldBundle].GetStringValue(),
-		Lagging: int(f[fieldLagging].GetNumberValue()), Watchers: int(f[fieldWatchers].GetNumberValue()),
+	rep := AckReport{Instance: f[fieldInstance].GetStringValue(), Bundle: f[fieldBundle].GetStringValue()}
+	var bad []string
+	for _, c := range []struct {
+		name string
+		dst  *int
+	}{{fieldLagging, &rep.Lagging}, {fieldWatchers, &rep.Watchers}} {
+		n, ok := wholeCount(f[c.name])
+		if !ok {
+			bad = append(bad, c.name)
+		}
+		*c.dst = n
 	}
+	if len(bad) > 0 {
+		rep.malformed = fmt.Sprintf("%v not a whole number in [0, %d]", bad, MaxAckWatchers)
+	}
+	return rep
+}
+
+// wholeCount converts a Struct number to a count, refusing what is not a
+// whole number in [0, MaxAckWatchers] (NaN, ±Inf, 1.5, -5, 1e300, a string,
+// nothing) before the conversion, which is undefined out of range.
+func wholeCount(v *structpb.Value) (int, bool) {
+	n, ok := v.GetKind().(*structpb.Value_NumberValue)
+	if !ok {
+		return 0, false
+	}
+	x := n.NumberValue
+	if !(x >= 0 && x <= MaxAckWatchers) || x != math.Trunc(x) {
+		return 0, false
+	}
+	return int(x), true
 }

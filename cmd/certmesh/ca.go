@@ -157,16 +157,22 @@ func printStatus(out io.Writer, st ca.Status) error {
 }
 
 // caRotate starts a rotation on the running server, or on the directory if
-// no server runs (it then takes the lock itself).
+// no server runs (it then takes the lock itself). With --force it instead
+// activates the running server's prepared root that lagging watchers hold.
 func caRotate(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("ca rotate", flag.ContinueOnError)
 	dir := fs.String("dir", stateDirDefault(), "state directory")
 	overlap := fs.Duration("rotation-overlap", ca.DefaultOverlap, "when no server runs: how long the new root is published before it signs")
+	force := fs.Bool("force", false, "activate the prepared root now although watchers lag (the server logs and counts it); starts no new rotation")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	client := admin.NewClient(filepath.Join(*dir, admin.SocketName))
+	if *force {
+		return caForceRotate(ctx, client, *dir, out)
+	}
 	var prepared ca.AuthorityState
-	err := admin.NewClient(filepath.Join(*dir, admin.SocketName)).Rotate(ctx, &prepared)
+	err := client.Rotate(ctx, &prepared)
 	if errors.Is(err, admin.ErrNoServer) {
 		prepared, err = rotateOffline(*dir, *overlap)
 	}
@@ -174,6 +180,26 @@ func caRotate(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "new authority %s published in the trust bundle; it signs from %s\n", prepared.ID, prepared.ActivateAt.Format(time.RFC3339))
+	return nil
+}
+
+// caForceRotate asks the running server to override its rotation gate.
+// Without a server there is no gate to override: a server activates a due
+// root itself.
+func caForceRotate(ctx context.Context, client *admin.Client, dir string, out io.Writer) error {
+	var got ca.ForcedActivation
+	err := client.ForceRotate(ctx, &got)
+	if errors.Is(err, admin.ErrNoServer) {
+		return fmt.Errorf("ca rotate --force overrides a running server's wait for lagging watchers, and none runs on %s: %w", dir, err)
+	}
+	if err != nil {
+		return err
+	}
+	if got.Forced {
+		fmt.Fprintf(out, "authority %s signs now; forced although %d watchers did not hold its root yet\n", got.Authority.ID, got.Lagging)
+		return nil
+	}
+	fmt.Fprintf(out, "authority %s signs now; no watcher lagged\n", got.Authority.ID)
 	return nil
 }
 

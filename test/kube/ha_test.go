@@ -136,4 +136,7 @@ func TestRotateOnlyOnLeader(t *testing.T) {
 	_, err = leader.Rotate()
 	require.NoError(t, err)
 	harness.WaitFor(t, 10*time.Second, "follower loads the prepared root", func() bool { return len(follower.CA.Roots()) == 2 })
+	_, err = follower.ForceRotate()
+	require.ErrorIs(t, err, server.ErrNotLeader, "--force, too, is the leader's")
+	require.ErrorContains(t, err, "certmesh ca rotate --force")
 }
