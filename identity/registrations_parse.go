@@ -315,6 +315,10 @@ var (
 	errDNSLabel  = errors.New("labels must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'")
 )
 
+// ValidateDNSName reports whether name is a host name certmesh puts in a
+// certificate (validateDNSName's rules); ca/server checks its serving names with it.
+func ValidateDNSName(name string) error { return validateDNSName(name) }
+
 // validateDNSName accepts lower-case host names only: no wildcards, no
 // trailing dot, no upper case, so the SAN in the certificate is exactly the
 // string in the file and compares byte-for-byte.

@@ -44,20 +44,33 @@ type PublisherConfig struct {
 	// certificates.k8s.io/v1 ClusterTrustBundles (default on; set
 	// DisableClusterTrustBundle to skip).
 	DisableClusterTrustBundle bool
-	Logger                    *slog.Logger
+	// IstioRootCert also keeps the ConfigMap Istio's sidecars mount,
+	// wire.IstioRootCertConfigMap (key wire.IstioRootCertKey), in every
+	// namespace, so that certmesh can stand in for istiod's CA.
+	IstioRootCert bool
+	Logger        *slog.Logger
 }
 
-// Publisher keeps the ConfigMap certmesh-trust-bundle (key ca.crt) in every
-// namespace equal to the CA's trust bundle — created in new namespaces,
-// recreated when deleted, rewritten when edited or when the bundle changes
-// — and a ClusterTrustBundle named certmesh-<trust domain>. It is
+// Publisher keeps the ConfigMap certmesh-trust-bundle (key ca.crt) — and,
+// with IstioRootCert, istio-ca-root-cert (key root-cert.pem) — in every
+// namespace equal to the CA's trust bundle: created in new namespaces,
+// recreated when deleted, rewritten when edited or when the bundle changes;
+// and a ClusterTrustBundle named certmesh-<trust domain>. It is
 // leader-only work: run it as a leader.Runner.
 type Publisher struct {
 	cfg   PublisherConfig
+	cms   []published
 	nsL   corelisters.NamespaceLister
-	cmL   corelisters.ConfigMapLister
+	cmL   map[string]corelisters.ConfigMapLister // by ConfigMap name
 	queue workqueue.TypedRateLimitingInterface[string]
 	ctb   bool
+}
+
+// published is one ConfigMap kept in every namespace: its name and what it
+// holds for a bundle.
+type published struct {
+	name string
+	data func(pem []byte) map[string]string
 }
 
 // NewPublisher checks cfg; it starts nothing.
@@ -68,7 +81,12 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Publisher{cfg: cfg}, nil
+	p := &Publisher{cfg: cfg}
+	p.cms = []published{{name: wire.TrustBundleConfigMap, data: p.desiredData}}
+	if cfg.IstioRootCert {
+		p.cms = append(p.cms, published{name: wire.IstioRootCertConfigMap, data: istioRootCertData})
+	}
+	return p, nil
 }
 
 // ClusterTrustBundleName is the name of the published ClusterTrustBundle.
@@ -84,34 +102,31 @@ func (p *Publisher) Run(ctx context.Context) error {
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "certmesh-trust-bundle"})
 	defer p.queue.ShutDown()
 	all := informers.NewSharedInformerFactory(p.cfg.Client, 0)
-	cms := informers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", wire.TrustBundleConfigMap).String()
-	}))
-	nsInf, cmInf := all.Core().V1().Namespaces(), cms.Core().V1().ConfigMaps()
-	p.nsL, p.cmL = nsInf.Lister(), cmInf.Lister()
+	nsInf := all.Core().V1().Namespaces()
+	p.nsL = nsInf.Lister()
 	enqueueNS := func(obj any) {
 		if m, err := metaOf(obj); err == nil {
 			p.queue.Add(m.GetName())
 		}
 	}
-	enqueueCM := func(obj any) {
-		if m, err := metaOf(obj); err == nil {
-			p.queue.Add(m.GetNamespace())
-		}
-	}
 	if _, err := nsInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueueNS}); err != nil {
 		return err
 	}
-	if _, err := cmInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(_, n any) { enqueueCM(n) }, DeleteFunc: enqueueCM,
-	}); err != nil {
-		return err
-	}
 	all.Start(ctx.Done())
-	cms.Start(ctx.Done())
 	defer all.Shutdown()
-	defer cms.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), nsInf.Informer().HasSynced, cmInf.Informer().HasSynced) {
+	synced := []cache.InformerSynced{nsInf.Informer().HasSynced}
+	p.cmL = map[string]corelisters.ConfigMapLister{}
+	for _, c := range p.cms {
+		f, inf, err := p.watchConfigMaps(c.name)
+		if err != nil {
+			return err
+		}
+		f.Start(ctx.Done())
+		defer f.Shutdown()
+		p.cmL[c.name] = f.Core().V1().ConfigMaps().Lister()
+		synced = append(synced, inf.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil
 	}
 	p.ctb = !p.cfg.DisableClusterTrustBundle && p.clusterTrustBundleServed()
@@ -119,6 +134,23 @@ func (p *Publisher) Run(ctx context.Context) error {
 	for p.processNext(ctx) {
 	}
 	return nil
+}
+
+// watchConfigMaps is an informer on the ConfigMaps named name in every
+// namespace (one name per watch: field selectors cannot say "one of"), which
+// enqueues the namespace of each one edited or deleted.
+func (p *Publisher) watchConfigMaps(name string) (informers.SharedInformerFactory, cache.SharedIndexInformer, error) {
+	f := informers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+	}))
+	inf := f.Core().V1().ConfigMaps().Informer()
+	enqueue := func(obj any) {
+		if m, err := metaOf(obj); err == nil {
+			p.queue.Add(m.GetNamespace())
+		}
+	}
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue})
+	return f, inf, err
 }
 
 // watchBundle enqueues everything whenever the CA's bundle changes.
@@ -160,10 +192,10 @@ func (p *Publisher) processNext(ctx context.Context) bool {
 	return true
 }
 
-// ProcessItem makes one namespace's ConfigMap (or, for the ClusterTrustBundle
-// key, that object) hold the current bundle. Idempotent: it reads the
-// informer caches, decides with a pure comparison, and writes only on a
-// difference.
+// ProcessItem makes one namespace's ConfigMaps (or, for the
+// ClusterTrustBundle key, that object) hold the current bundle. Idempotent:
+// it reads the informer caches, decides with a pure comparison, and writes
+// only on a difference.
 func (p *Publisher) ProcessItem(ctx context.Context, key string) error {
 	want := p.cfg.Bundle.BundlePEM()
 	if key == clusterTrustBundleKey {
@@ -179,23 +211,32 @@ func (p *Publisher) ProcessItem(ctx context.Context, key string) error {
 	if ns.Status.Phase == corev1.NamespaceTerminating || ns.DeletionTimestamp != nil {
 		return nil // creating there is forbidden
 	}
-	cm, err := p.cmL.ConfigMaps(key).Get(wire.TrustBundleConfigMap)
+	var errs []error
+	for _, c := range p.cms {
+		errs = append(errs, p.syncConfigMap(ctx, key, c.name, c.data(want)))
+	}
+	return errors.Join(errs...)
+}
+
+// syncConfigMap makes ConfigMap ns/name hold exactly data.
+func (p *Publisher) syncConfigMap(ctx context.Context, ns, name string, data map[string]string) error {
+	cm, err := p.cmL[name].ConfigMaps(ns).Get(name)
 	switch {
 	case apierrors.IsNotFound(err):
-		_, err = p.cfg.Client.CoreV1().ConfigMaps(key).Create(ctx, p.desiredConfigMap(key, want), metav1.CreateOptions{})
+		_, err = p.cfg.Client.CoreV1().ConfigMaps(ns).Create(ctx, p.desiredConfigMap(ns, name, data), metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("k8s: ConfigMap %s/%s: cache behind: %w", key, wire.TrustBundleConfigMap, err)
+			return fmt.Errorf("k8s: ConfigMap %s/%s: cache behind: %w", ns, name, err)
 		}
 		return err
 	case err != nil:
 		return err
-	case dataCurrent(cm, p.desiredData(want)):
+	case dataCurrent(cm, data):
 		return nil
 	}
 	upd := cm.DeepCopy()
-	upd.Data = p.desiredData(want)
+	upd.Data, upd.BinaryData = data, nil
 	upd.Labels = mergeLabel(upd.Labels)
-	_, err = p.cfg.Client.CoreV1().ConfigMaps(key).Update(ctx, upd, metav1.UpdateOptions{})
+	_, err = p.cfg.Client.CoreV1().ConfigMaps(ns).Update(ctx, upd, metav1.UpdateOptions{})
 	return err
 }
 
@@ -225,11 +266,16 @@ func (p *Publisher) desiredData(pem []byte) map[string]string {
 	return map[string]string{wire.TrustBundleKey: string(pem)}
 }
 
-func (p *Publisher) desiredConfigMap(ns string, pem []byte) *corev1.ConfigMap {
+// istioRootCertData is what every namespace's istio-ca-root-cert holds.
+func istioRootCertData(pem []byte) map[string]string {
+	return map[string]string{wire.IstioRootCertKey: string(pem)}
+}
+
+func (p *Publisher) desiredConfigMap(ns, name string, data map[string]string) *corev1.ConfigMap {
 	return &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: wire.TrustBundleConfigMap, Namespace: ns, Labels: mergeLabel(nil),
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: mergeLabel(nil),
 			Annotations: map[string]string{TrustDomainAnnotation: p.cfg.TrustDomain.Name()}},
-		Data: p.desiredData(pem),
+		Data: data,
 	}
 }
 

@@ -42,6 +42,10 @@ type KubernetesConfig struct {
 	// publisher (another tool distributes the bundle).
 	DisableBundlePublication  bool
 	DisableClusterTrustBundle bool
+	// IstioRootCert also publishes the bundle as Istio's istio-ca-root-cert
+	// (key root-cert.pem) in every namespace, which Istio-injected sidecars
+	// mount as their CA root (certmesh server --istio-compat).
+	IstioRootCert bool
 	// AckPeriod is how often this replica publishes the summary of its
 	// agents' bundle acknowledgements for the leader's rotation gate
 	// (default cak8s.DefaultAckPeriod); a summary not renewed within three
@@ -146,11 +150,15 @@ func (s *Server) setupKubernetes() error {
 		return err
 	}
 	if k.DisableBundlePublication {
+		if k.IstioRootCert {
+			return errors.New("server: kubernetes: IstioRootCert needs bundle publication")
+		}
 		return nil
 	}
 	pub, err := cak8s.NewPublisher(cak8s.PublisherConfig{
 		Client: k.Client, Bundle: s.CA, TrustDomain: s.cfg.TrustDomain,
-		DisableClusterTrustBundle: k.DisableClusterTrustBundle, Logger: s.cfg.Logger,
+		DisableClusterTrustBundle: k.DisableClusterTrustBundle,
+		IstioRootCert:             k.IstioRootCert, Logger: s.cfg.Logger,
 	})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -39,8 +40,13 @@ type Config struct {
 	// Dir is the state directory (the CA lives in Dir/ca).
 	Dir         string
 	TrustDomain spiffeid.TrustDomain
-	Listen      string    // the gRPC (TLS) listener; default DefaultListen
-	CA          ca.Config // TTLs, key type, overlap; Dir, TrustDomain, Clock and Logger are filled in
+	Listen      string // the gRPC (TLS) listener; default DefaultListen
+	// ServerDNSNames are more DNS names for the listener's certificate, beside
+	// localhost, the loopback IPs and the host of Listen: the names callers
+	// dial, such as a Kubernetes Service's (certmesh.<ns>.svc) or Istio's
+	// (wire.IstioCAServiceName).
+	ServerDNSNames []string
+	CA             ca.Config // TTLs, key type, overlap; Dir, TrustDomain, Clock and Logger are filled in
 	// Registrations, if set, gives registered identities their DNS names and
 	// lets node agents request them (a fixed set; tests and embedders).
 	Registrations service.Registry
@@ -153,6 +159,11 @@ func (c *Config) withDefaults() error {
 	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen
+	}
+	for _, n := range c.ServerDNSNames {
+		if err := identity.ValidateDNSName(n); err != nil {
+			return fmt.Errorf("server: serving DNS name %q: %w", n, err)
+		}
 	}
 	if (c.Ingress != nil || c.Webhook != nil) && c.Kubernetes == nil {
 		return errors.New("server: Ingress and Webhook need Kubernetes")
@@ -272,18 +283,30 @@ func (s *Server) buildGRPC() error {
 	return nil
 }
 
-// servingCert is the gRPC listener's certificate: loopback names, plus the
-// host of Listen when it names one.
+// servingCert is the gRPC listener's certificate (servingNames).
 func (s *Server) servingCert() *service.ServingCert {
-	sc := &service.ServingCert{CA: s.CA, DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, Clock: s.cfg.Clock}
-	if host, _, err := net.SplitHostPort(s.cfg.Listen); err == nil {
+	dns, ips := servingNames(s.cfg.Listen, s.cfg.ServerDNSNames)
+	return &service.ServingCert{CA: s.CA, DNSNames: dns, IPAddresses: ips, Clock: s.cfg.Clock}
+}
+
+// servingNames are the names in the listener's certificate: localhost and
+// the loopback IPs, the host of listen when it names one, then extra, each
+// name once.
+func servingNames(listen string, extra []string) ([]string, []net.IP) {
+	dns, ips := []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if host, _, err := net.SplitHostPort(listen); err == nil {
 		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
-			sc.IPAddresses = append(sc.IPAddresses, ip)
+			ips = append(ips, ip)
 		} else if ip == nil && host != "" {
-			sc.DNSNames = append(sc.DNSNames, host)
+			dns = append(dns, host)
 		}
 	}
-	return sc
+	for _, n := range extra {
+		if !slices.Contains(dns, n) {
+			dns = append(dns, n)
+		}
+	}
+	return dns, ips
 }
 
 // GRPC exposes the gRPC server so that more services can share the listener.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/server"
+	"github.com/certmesh/certmesh/ca/wire"
 )
 
 // defaultDir is the state directory when neither --dir nor CERTMESH_DIR says.
@@ -64,6 +66,8 @@ type serverFlags struct {
 	maxTTL        time.Duration
 	overlap       time.Duration
 	metrics       string
+	dnsNames      string
+	istioCompat   bool
 	log           logFlags
 }
 
@@ -77,6 +81,8 @@ func (s *serverFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.maxTTL, "max-ttl", ca.DefaultMaxTTL, "longest SVID lifetime; longer requests are clamped")
 	fs.DurationVar(&s.overlap, "rotation-overlap", ca.DefaultOverlap, "how long a new root is published before it signs")
 	fs.StringVar(&s.metrics, "metrics", "", "address for /metrics, /healthz and /readyz (off when empty)")
+	fs.StringVar(&s.dnsNames, "server-dns-names", "", "comma-separated DNS names for the CA listener's certificate, beside localhost and the loopback IPs (default with --kubernetes: certmesh.<namespace>.svc and certmesh.<namespace>.svc.<cluster domain>)")
+	fs.BoolVar(&s.istioCompat, "istio-compat", false, "stand in for istiod's CA: serve as "+wire.IstioCAServiceName+" and, with --kubernetes, publish the bundle as ConfigMap "+wire.IstioRootCertConfigMap+" in every namespace")
 	s.log.register(fs)
 }
 
@@ -101,11 +107,31 @@ func (s *serverFlags) config(log *slog.Logger, hup <-chan os.Signal) (server.Con
 		return server.Config{}, fmt.Errorf("--max-ttl %v: must be at least --svid-ttl %v", s.maxTTL, s.svidTTL)
 	}
 	return server.Config{
-		Dir: s.dir, TrustDomain: td, Listen: s.listen,
+		Dir: s.dir, TrustDomain: td, Listen: s.listen, ServerDNSNames: s.servingDNSNames(nil),
 		CA:                ca.Config{KeyType: kt, DefaultTTL: s.svidTTL, MaxTTL: s.maxTTL, RotationOverlap: s.overlap},
 		RegistrationsFile: server.RegistrationsFileConfig{Path: s.registrations, Reload: hup},
 		MetricsAddr:       s.metrics, Registerer: server.NewRegistry(), Logger: log,
 	}, nil
+}
+
+// servingDNSNames are the extra names of the CA listener's certificate:
+// --server-dns-names, else kubeDefault (the Service's names in Kubernetes
+// mode), plus Istio's CA name with --istio-compat.
+func (s *serverFlags) servingDNSNames(kubeDefault []string) []string {
+	names := splitList(s.dnsNames)
+	if len(names) == 0 {
+		names = slices.Clone(kubeDefault)
+	}
+	if s.istioCompat {
+		names = append(names, wire.IstioCAServiceName)
+	}
+	return names
+}
+
+// serviceDNSNames are the names of the Service in front of the server
+// pods (deploy/kubernetes/service.yaml) in namespace ns.
+func serviceDNSNames(ns, clusterDomain string) []string {
+	return []string{"certmesh." + ns + ".svc", "certmesh." + ns + ".svc." + clusterDomain}
 }
 
 // reloadSignal delivers SIGHUP while the registrations file is followed.

@@ -39,6 +39,13 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	if cfg.Kubernetes, err = kf.config(); err != nil {
 		return err
 	}
+	if cfg.Kubernetes != nil {
+		cfg.ServerDNSNames = sf.servingDNSNames(serviceDNSNames(cfg.Kubernetes.Namespace, kf.clusterDomain))
+		if sf.istioCompat && kf.noBundles {
+			return errors.New("--istio-compat publishes istio-ca-root-cert: it cannot go with --no-bundle-publication")
+		}
+		cfg.Kubernetes.IstioRootCert = sf.istioCompat
+	}
 	if cfg.Edge, err = ef.config(log); err != nil {
 		return err
 	}

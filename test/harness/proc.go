@@ -19,6 +19,7 @@ type Spec struct {
 	Name  string // in failure messages; default: Path
 	Path  string
 	Args  []string
+	Dir   string    // working directory; default: the test's
 	UID   int       // run as this uid (and gid); 0: as the test
 	Env   []string  // added to the test's environment
 	Stdin io.Reader // an *os.File is handed to the process as is
@@ -57,7 +58,7 @@ func Start(t testing.TB, s Spec) *Proc {
 	}
 	cmd := exec.Command(s.Path, s.Args...)
 	cmd.Env = append(os.Environ(), s.Env...)
-	cmd.Stdin = s.Stdin
+	cmd.Stdin, cmd.Dir = s.Stdin, s.Dir
 	cmd.SysProcAttr = SysProcAttr(s.UID)
 	cmd.SysProcAttr.Setpgid = true // Stop ends the whole group
 	p := &Proc{name: name, cmd: cmd, grace: s.StopGrace, out: &logBuf{trace: tracing()}, errs: &logBuf{}, lines: newLineBuf(), done: make(chan struct{})}

@@ -139,7 +139,7 @@ func TestDeployManifestsApply(t *testing.T) {
 			}
 		}
 	})
-	for _, dir := range []string{deployDir, filepath.Join(deployDir, "examples")} {
+	for _, dir := range []string{deployDir, filepath.Join(deployDir, "examples"), filepath.Join(deployDir, "examples", "istio-compat")} {
 		for _, file := range kustomization(t, dir) {
 			for _, obj := range objects(t, filepath.Join(dir, file)) {
 				require.NoError(t, a.apply(ctx, obj), "%s: %s %s", file, obj.GetKind(), obj.GetName())

@@ -32,7 +32,7 @@ install_go_tool staticcheck "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VER
 apt_install openssl openssl
 apt_install curl curl
 
-for extra in "$here"/pebble.sh "$here"/ghostunnel.sh "$here"/kube.sh; do
+for extra in "$here"/pebble.sh "$here"/ghostunnel.sh "$here"/pilot-agent.sh "$here"/kube.sh; do
   if [[ -f "$extra" ]]; then bash "$extra" >/dev/null; fi
 done
 echo "tools ready in $TOOLS"
