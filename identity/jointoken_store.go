@@ -32,23 +32,33 @@ type persistedRecord struct {
 	Used      bool      `json:"used,omitempty"`
 }
 
-func (j *JoinTokens) load() error {
-	if j.store == nil {
-		return nil
+// loadState decodes what store holds into v (found is false when nothing
+// was saved yet), and checks its format version; what names the state in
+// errors.
+func loadState(store TokenStore, what string, v any, version func() int, want int) (found bool, err error) {
+	if store == nil {
+		return false, nil
 	}
-	data, err := j.store.Load()
+	data, err := store.Load()
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("identity: join tokens: load: %w", err)
+		return false, fmt.Errorf("identity: %s: load: %w", what, err)
 	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("identity: %s: decode: %w", what, err)
+	}
+	if got := version(); got != want {
+		return false, fmt.Errorf("identity: %s: unsupported state version %d", what, got)
+	}
+	return true, nil
+}
+
+func (j *JoinTokens) load() error {
 	var st tokenState
-	if err := json.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("identity: join tokens: decode: %w", err)
-	}
-	if st.Version != tokenStateVersion {
-		return fmt.Errorf("identity: join tokens: unsupported state version %d", st.Version)
+	if _, err := loadState(j.store, "join tokens", &st, func() int { return st.Version }, tokenStateVersion); err != nil {
+		return err
 	}
 	for _, p := range st.Tokens {
 		rec, err := j.decodeRecord(p)

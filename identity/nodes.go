@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"slices"
 	"strings"
 	"sync"
@@ -98,22 +97,9 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 }
 
 func (n *Nodes) load() error {
-	if n.store == nil {
-		return nil
-	}
-	data, err := n.store.Load()
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("identity: nodes: load: %w", err)
-	}
 	var st nodesState
-	if err := json.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("identity: nodes: decode: %w", err)
-	}
-	if st.Version != nodesStateVersion {
-		return fmt.Errorf("identity: nodes: unsupported state version %d", st.Version)
+	if _, err := loadState(n.store, "nodes", &st, func() int { return st.Version }, nodesStateVersion); err != nil {
+		return err
 	}
 	for _, rec := range st.Nodes {
 		id, err := spiffeid.FromString(rec.ID)

@@ -64,13 +64,8 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/join-tokens", func(w http.ResponseWriter, r *http.Request) {
 		var req TokenRequest
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{"bad request: " + err.Error()})
-			return
-		}
-		id, err := spiffeid.FromString(req.ID)
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{fmt.Sprintf("--id %q: %v", req.ID, err)})
+		id, ok := decodeID(w, r, &req, func() string { return req.ID })
+		if !ok {
 			return
 		}
 		ttl, err := time.ParseDuration(req.TTL)
@@ -115,13 +110,8 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 			return
 		}
 		var req NodeRequest
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{"bad request: " + err.Error()})
-			return
-		}
-		id, err := spiffeid.FromString(req.ID)
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{fmt.Sprintf("%q: %v", req.ID, err)})
+		id, ok := decodeID(w, r, &req, func() string { return req.ID })
+		if !ok {
 			return
 		}
 		n, err := b.SetNode(id, action)
@@ -133,6 +123,21 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		writeJSON(w, http.StatusOK, n)
 	})
 	return mux
+}
+
+// decodeID reads a small JSON request into req and parses the SPIFFE ID
+// that id returns from it; on failure it has answered 400 and ok is false.
+func decodeID(w http.ResponseWriter, r *http.Request, req any, id func() string) (spiffeid.ID, bool) {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(req); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{"bad request: " + err.Error()})
+		return spiffeid.ID{}, false
+	}
+	parsed, err := spiffeid.FromString(id())
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{fmt.Sprintf("--id %q: %v", id(), err)})
+		return spiffeid.ID{}, false
+	}
+	return parsed, true
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"golang.org/x/sync/errgroup"
@@ -23,19 +24,11 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	ef.register(fs)
 	kf.register(fs)
 	mf.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := sf.log.logger(os.Stderr)
+	cfg, log, stop, err := sf.parseConfig(fs, args)
 	if err != nil {
 		return err
 	}
-	hup, stop := sf.reloadSignal()
 	defer stop()
-	cfg, err := sf.config(log, hup)
-	if err != nil {
-		return err
-	}
 	if cfg.Kubernetes, err = kf.config(); err != nil {
 		return err
 	}
@@ -71,23 +64,16 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	var ef edgeFlags
 	sf.register(fs)
 	ef.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := sf.log.logger(os.Stderr)
+	socket := fs.String("socket", "", "the agent's socket (default DIR/agent.sock; DIR is made searchable so that every registered uid reaches it)")
+	cfg, log, stop, err := sf.parseConfig(fs, args)
 	if err != nil {
 		return err
 	}
-	hup, stop := sf.reloadSignal()
 	defer stop()
-	cfg, err := sf.config(log, hup)
-	if err != nil {
-		return err
-	}
 	if cfg.Edge, err = ef.config(log); err != nil {
 		return err
 	}
-	cfg.LocalAgent = &server.LocalAgentConfig{}
+	cfg.LocalAgent = &server.LocalAgentConfig{Socket: *socket}
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err
@@ -96,6 +82,25 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	g.Go(func() error { return srv.Run(ctx) })
 	g.Go(func() error { return announce(ctx, out, srv) })
 	return g.Wait()
+}
+
+// parseConfig parses args into the server's Config and its logger; stop
+// ends the SIGHUP relay the Config's registrations file listens to.
+func (sf *serverFlags) parseConfig(fs *flag.FlagSet, args []string) (_ server.Config, _ *slog.Logger, stop func(), _ error) {
+	if err := parse(fs, args); err != nil {
+		return server.Config{}, nil, nil, err
+	}
+	log, err := sf.log.logger(os.Stderr)
+	if err != nil {
+		return server.Config{}, nil, nil, err
+	}
+	hup, stop := sf.reloadSignal()
+	cfg, err := sf.config(log, hup)
+	if err != nil {
+		stop()
+		return server.Config{}, nil, nil, err
+	}
+	return cfg, log, stop, nil
 }
 
 // announce prints what a workload needs once the agent holds its SVIDs.
