@@ -112,13 +112,19 @@ func New(cfg Config) (_ *Server, err error) {
 	if err := cfg.withDefaults(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+	// With the in-process agent, its socket sits in the state directory by
+	// default: every registered uid must reach it, so the directory (and any
+	// parent created here, such as make run's .certmesh) is searchable.
+	// Keys and tokens stay in 0700 and 0600 places inside, so searching the
+	// directory reveals nothing.
+	dirMode := os.FileMode(0o700)
+	if cfg.LocalAgent != nil {
+		dirMode = 0o711
+	}
+	if err := os.MkdirAll(cfg.Dir, dirMode); err != nil {
 		return nil, fmt.Errorf("server: state directory: %w", err)
 	}
 	if cfg.LocalAgent != nil {
-		// The agent's socket sits in the state directory by default: every
-		// registered uid must reach it. Keys and tokens stay in 0700 and
-		// 0600 places inside, so searching the directory reveals nothing.
 		if err := store.MakeSearchable(cfg.Dir); err != nil {
 			return nil, fmt.Errorf("server: state directory: %w", err)
 		}
