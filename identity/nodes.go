@@ -50,38 +50,37 @@ type Node struct {
 	Since time.Time `json:"since,omitzero"`
 }
 
+// NodeStore persists the register one record at a time, so that replicas
+// sharing it (Kubernetes) never overwrite each other's records.
+type NodeStore interface {
+	LoadNodes() ([]Node, error)
+	SaveNode(Node) error
+}
+
 // NodesConfig configures NewNodes.
 type NodesConfig struct {
 	TrustDomain spiffeid.TrustDomain
 	Clock       clock.PassiveClock
-	// Store persists evictions and bans (DIR/nodes.json); nil keeps them in
-	// memory only.
-	Store TokenStore
+	// Store persists evictions and bans (NodesFile: DIR/nodes.json; in
+	// Kubernetes a ConfigMap all replicas share); nil keeps them in memory.
+	Store NodeStore
 }
 
 // Nodes is the CA's register of node agents and of every identity that
 // joined with a token (what grants such an identity after its token is
 // spent is this register). Evictions and bans are saved before they take
 // effect, so a restart never forgets one; last-seen times are kept in
-// memory and saved with the next change.
+// memory and saved with the next change of the node's record.
 type Nodes struct {
 	td    spiffeid.TrustDomain
 	clock clock.PassiveClock
-	store TokenStore
+	store NodeStore
 
 	mu    sync.Mutex
 	nodes map[spiffeid.ID]*Node
 }
 
-// nodesStateVersion is bumped when the persisted format changes.
-const nodesStateVersion = 1
-
-type nodesState struct {
-	Version int    `json:"version"`
-	Nodes   []Node `json:"nodes"`
-}
-
-// NewNodes loads the register. A file that does not decode stops the start.
+// NewNodes loads the register. A store that does not decode stops the start.
 func NewNodes(cfg NodesConfig) (*Nodes, error) {
 	if cfg.TrustDomain.IsZero() {
 		return nil, errors.New("identity: nodes: trust domain is required")
@@ -90,51 +89,113 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 		cfg.Clock = clock.RealClock{}
 	}
 	n := &Nodes{td: cfg.TrustDomain, clock: cfg.Clock, store: cfg.Store, nodes: map[spiffeid.ID]*Node{}}
-	if err := n.load(); err != nil {
+	if err := n.Reload(); err != nil {
 		return nil, err
 	}
 	return n, nil
 }
 
-func (n *Nodes) load() error {
-	var st nodesState
-	if _, err := loadState(n.store, "nodes", &st, func() int { return st.Version }, nodesStateVersion); err != nil {
-		return err
+// Reload takes in what the store holds now: another replica's eviction or
+// ban applies here from the next request. Last-seen times stay this
+// replica's own where they are newer.
+func (n *Nodes) Reload() error {
+	if n.store == nil {
+		return nil
 	}
-	for _, rec := range st.Nodes {
-		id, err := spiffeid.FromString(rec.ID)
+	recs, err := n.store.LoadNodes()
+	if err != nil {
+		return fmt.Errorf("identity: nodes: load: %w", err)
+	}
+	loaded := make(map[spiffeid.ID]Node, len(recs))
+	for _, rec := range recs {
+		id, err := checkNode(rec)
 		if err != nil {
-			return fmt.Errorf("identity: nodes: %q is not a SPIFFE ID", rec.ID)
+			return err
 		}
-		switch rec.State {
-		case NodeActive, NodeEvicted, NodeBanned:
-		default:
-			return fmt.Errorf("identity: nodes: %s has unknown state %q", rec.ID, rec.State)
+		loaded[id] = rec
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id, rec := range loaded {
+		if cur := n.nodes[id]; cur != nil && cur.LastSeen.After(rec.LastSeen) {
+			rec.LastSeen = cur.LastSeen
 		}
 		n.nodes[id] = &rec
 	}
 	return nil
 }
 
-// saveLocked writes the whole register; on failure the caller undoes its
-// change, so memory never promises what the disk does not hold.
-func (n *Nodes) saveLocked() error {
+func checkNode(rec Node) (spiffeid.ID, error) {
+	id, err := spiffeid.FromString(rec.ID)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("identity: nodes: %q is not a SPIFFE ID", rec.ID)
+	}
+	switch rec.State {
+	case NodeActive, NodeEvicted, NodeBanned:
+	default:
+		return spiffeid.ID{}, fmt.Errorf("identity: nodes: %s has unknown state %q", rec.ID, rec.State)
+	}
+	return id, nil
+}
+
+// saveLocked writes rec; on failure the caller undoes its change, so memory
+// never promises what the store does not hold.
+func (n *Nodes) saveLocked(rec *Node) error {
 	if n.store == nil {
 		return nil
 	}
-	st := nodesState{Version: nodesStateVersion}
-	for _, rec := range n.nodes {
-		st.Nodes = append(st.Nodes, *rec)
-	}
-	slices.SortFunc(st.Nodes, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := n.store.Save(data); err != nil {
+	if err := n.store.SaveNode(*rec); err != nil {
 		return fmt.Errorf("identity: nodes: save: %w", err)
 	}
 	return nil
+}
+
+// nodesStateVersion is bumped when the format of NodesFile changes.
+const nodesStateVersion = 1
+
+type nodesState struct {
+	Version int    `json:"version"`
+	Nodes   []Node `json:"nodes"`
+}
+
+// NodesFile keeps the register in one file (DIR/nodes.json) through store,
+// for one process.
+func NodesFile(store TokenStore) NodeStore { return &nodesFile{store: store} }
+
+type nodesFile struct {
+	mu    sync.Mutex
+	store TokenStore
+}
+
+func (f *nodesFile) LoadNodes() ([]Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.loadLocked()
+}
+
+func (f *nodesFile) loadLocked() ([]Node, error) {
+	var st nodesState
+	if _, err := loadState(f.store, "nodes", &st, func() int { return st.Version }, nodesStateVersion); err != nil {
+		return nil, err
+	}
+	return st.Nodes, nil
+}
+
+func (f *nodesFile) SaveNode(rec Node) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	nodes, err := f.loadLocked()
+	if err != nil {
+		return err
+	}
+	nodes = slices.DeleteFunc(nodes, func(n Node) bool { return n.ID == rec.ID })
+	nodes = append(nodes, rec)
+	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })
+	data, err := json.MarshalIndent(nodesState{Version: nodesStateVersion, Nodes: nodes}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return f.store.Save(data)
 }
 
 // Check decides whether the holder of an SVID for id issued at issuedAt may
@@ -171,8 +232,9 @@ func (n *Nodes) Joined(id spiffeid.ID) error {
 	now := n.clock.Now()
 	rec := n.nodes[id]
 	if rec == nil {
-		n.nodes[id] = &Node{ID: id.String(), State: NodeActive, FirstSeen: now, LastSeen: now}
-		if err := n.saveLocked(); err != nil {
+		rec := &Node{ID: id.String(), State: NodeActive, FirstSeen: now, LastSeen: now}
+		n.nodes[id] = rec
+		if err := n.saveLocked(rec); err != nil {
 			delete(n.nodes, id)
 			return err
 		}
@@ -184,7 +246,7 @@ func (n *Nodes) Joined(id spiffeid.ID) error {
 	prev := *rec
 	rec.State, rec.LastSeen = NodeActive, now
 	if prev.State != NodeActive {
-		if err := n.saveLocked(); err != nil {
+		if err := n.saveLocked(rec); err != nil {
 			*rec = prev
 			return err
 		}
@@ -218,7 +280,7 @@ func (n *Nodes) set(id spiffeid.ID, state NodeState) (Node, error) {
 	// Certificates carry whole seconds: an SVID issued in the second of the
 	// eviction reads as issued at its start, so Since is the next second.
 	rec.State, rec.Since = state, now.Truncate(time.Second).Add(time.Second)
-	if err := n.saveLocked(); err != nil {
+	if err := n.saveLocked(rec); err != nil {
 		if known {
 			*rec = prev
 		} else {

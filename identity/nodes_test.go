@@ -20,7 +20,7 @@ func (f fileStore) Save(b []byte) error   { return os.WriteFile(string(f), b, 0o
 func TestNodesEvictBanRejoin(t *testing.T) {
 	clk := clocktesting.NewFakePassiveClock(testStart)
 	store := fileStore(filepath.Join(t.TempDir(), "nodes.json"))
-	n, err := NewNodes(NodesConfig{TrustDomain: testTD, Clock: clk, Store: store})
+	n, err := NewNodes(NodesConfig{TrustDomain: testTD, Clock: clk, Store: NodesFile(store)})
 	require.NoError(t, err)
 	node := spiffeid.RequireFromString("spiffe://example.org/certmesh/node/n1")
 	vm := spiffeid.RequireFromString("spiffe://example.org/vm/db")
@@ -55,7 +55,7 @@ func TestNodesEvictBanRejoin(t *testing.T) {
 	require.True(t, n.Banned(node))
 
 	// A restart keeps evictions and bans.
-	again, err := NewNodes(NodesConfig{TrustDomain: testTD, Clock: clk, Store: store})
+	again, err := NewNodes(NodesConfig{TrustDomain: testTD, Clock: clk, Store: NodesFile(store)})
 	require.NoError(t, err)
 	require.True(t, again.Banned(node))
 	require.Len(t, again.List(), 2)
@@ -69,9 +69,9 @@ func TestNodesEvictBanRejoin(t *testing.T) {
 func TestNodesRefusesACorruptFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nodes.json")
 	require.NoError(t, os.WriteFile(path, []byte("{not json"), 0o600))
-	_, err := NewNodes(NodesConfig{TrustDomain: testTD, Store: fileStore(path)})
+	_, err := NewNodes(NodesConfig{TrustDomain: testTD, Store: NodesFile(fileStore(path))})
 	require.ErrorContains(t, err, "nodes: decode")
 	require.NoError(t, os.WriteFile(path, []byte(`{"version":1,"nodes":[{"id":"spiffe://example.org/certmesh/node/x","state":"gone"}]}`), 0o600))
-	_, err = NewNodes(NodesConfig{TrustDomain: testTD, Store: fileStore(path)})
+	_, err = NewNodes(NodesConfig{TrustDomain: testTD, Store: NodesFile(fileStore(path))})
 	require.ErrorContains(t, err, "unknown state")
 }

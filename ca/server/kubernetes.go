@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -14,7 +15,9 @@ import (
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
 	"github.com/certmesh/certmesh/ca/leader"
 	"github.com/certmesh/certmesh/ca/service"
+	"github.com/certmesh/certmesh/ca/store"
 	"github.com/certmesh/certmesh/ca/wire"
+	"github.com/certmesh/certmesh/identity"
 	k8sid "github.com/certmesh/certmesh/identity/k8s"
 )
 
@@ -216,4 +219,21 @@ func (s *Server) kubernetesStatus() *KubernetesStatus {
 		CASecretResourceVersion: s.kube.state.ResourceVersion(),
 		Acks:                    s.kube.acks.Status(wire.BundleDigest(s.CA.Roots())),
 	}
+}
+
+// nodeStore is where the node register lives: a ConfigMap every replica
+// shares in Kubernetes mode (each replica follows it), else DIR/nodes.json.
+func (s *Server) nodeStore() identity.NodeStore {
+	if k := s.cfg.Kubernetes; k != nil {
+		ns := &cak8s.NodeStore{Client: k.Client, Namespace: k.Namespace, Logger: s.cfg.Logger}
+		s.runners = append(s.runners, func(ctx context.Context) error {
+			return ns.Watch(ctx, func() {
+				if err := s.Nodes.Reload(); err != nil {
+					s.cfg.Logger.Error("node register: reload failed; the previous one stays in force", "error", err)
+				}
+			})
+		})
+		return ns
+	}
+	return identity.NodesFile(store.File{Path: filepath.Join(s.cfg.Dir, NodesFile), Perm: 0o600})
 }

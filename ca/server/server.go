@@ -211,7 +211,7 @@ func (s *Server) openTokens() error {
 	}
 	s.Nodes, err = identity.NewNodes(identity.NodesConfig{
 		TrustDomain: s.cfg.TrustDomain, Clock: s.cfg.Clock,
-		Store: store.File{Path: filepath.Join(s.cfg.Dir, NodesFile), Perm: 0o600},
+		Store: s.nodeStore(),
 	})
 	return err
 }
