@@ -142,7 +142,9 @@ func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, re
 	if err != nil {
 		return fmt.Errorf("--metrics %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// A scrape is one small GET: every phase of a connection is bounded.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 90 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
