@@ -48,6 +48,12 @@ type Identity struct {
 	// Attestor names the attestor that proved the identity, for logs and
 	// metrics ("unix", "join_token", later "k8s_sat").
 	Attestor string
+	// Instance names the one running instance the credential was bound to,
+	// as the attestor verified it (a pod's UID for a ServiceAccount token
+	// bound to a pod); empty when the credential names none. Many instances
+	// share an ID (the replicas of a Deployment), so whatever must be counted
+	// per instance is keyed by ID and Instance together.
+	Instance string
 }
 
 // PeerCred holds unix socket peer credentials as reported by SO_PEERCRED.

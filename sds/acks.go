@@ -7,6 +7,10 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
 	"github.com/certmesh/certmesh/ca/wire"
 )
 
@@ -79,14 +83,21 @@ const (
 	ackHeartbeat = 10 * time.Second
 )
 
-// reportAcks tells the CA which bundle this agent and its watchers hold.
+// reportAcks tells the CA which bundle this agent and its watchers hold. It
+// stops when the CA answers PermissionDenied: the CA does not count this
+// agent (an identity it takes no reports from), and asking again every
+// heartbeat would only add a refusal to its log and counters each time.
 func (a *Agent) reportAcks(ctx context.Context) {
 	var last wire.AckReport
 	next := time.Time{}
 	for {
 		acksChanged, agentChanged := a.acks.watch(), a.Changed()
 		if r, ok := a.ackReport(); ok && (r != last || !a.cfg.Clock.Now().Before(next)) {
-			if err := a.sendAckReport(ctx, r); err != nil {
+			if err := a.sendAckReport(ctx, r); status.Code(err) == codes.PermissionDenied {
+				a.cfg.Logger.Info("the CA takes no bundle acknowledgements from this agent; not reporting them again until restarted",
+					attrError, err.Error())
+				return
+			} else if err != nil {
 				a.cfg.Logger.Debug("bundle acknowledgement report failed", attrError, err.Error())
 			} else {
 				last, next = r, a.cfg.Clock.Now().Add(ackHeartbeat)
@@ -117,6 +128,9 @@ func (a *Agent) ackReport() (wire.AckReport, bool) {
 	return wire.AckReport{Instance: a.instance, Bundle: hex.EncodeToString(d[:]), Lagging: lag, Watchers: total}, true
 }
 
+// sendAckReport authenticates as the agent renews: with its SVID over mTLS,
+// and in workload mode also with its pod's token, which the CA attests to
+// find the pod the report is counted for.
 func (a *Agent) sendAckReport(ctx context.Context, r wire.AckReport) error {
 	own, ok := a.validOwn()
 	if !ok {
@@ -128,5 +142,12 @@ func (a *Agent) sendAckReport(ctx context.Context, r wire.AckReport) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	if presentsCredentialEachTime(a.cfg.Credential) {
+		tok, ok := a.cfg.Credential.Token()
+		if !ok {
+			return ErrNoCredential
+		}
+		rctx = metadata.AppendToOutgoingContext(rctx, wire.AuthorizationKey, "Bearer "+tok)
+	}
 	return wire.SendAckReport(rctx, conn, r)
 }

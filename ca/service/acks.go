@@ -22,16 +22,18 @@ import (
 // the agent's contract with the CA and live in ca/wire; the registry here is
 // the server side.
 
-// AckRegistry collects node agents' reports and answers the rotation gate.
-// It keeps one report per node agent, keyed by the SPIFFE ID its SVID
-// proves: a report's instance is the agent's own claim, so keying by it
-// would let one caller fill many slots.
+// AckRegistry collects agents' reports and answers the rotation gate. It
+// keeps one report per agent, in a slot named by what authenticated the
+// caller, never by what it claims (a report's instance is the agent's own
+// word, so keying by it would let one caller fill many slots): a node
+// agent's SPIFFE ID, or a workload-mode agent's ID and pod UID (see
+// authenticateAgent).
 type AckRegistry struct {
 	svc   *Service
 	clock clock.PassiveClock
 
 	mu      sync.Mutex
-	reports map[string]ackEntry // by caller SPIFFE ID
+	reports map[string]ackEntry // by ackSlot
 }
 
 type ackEntry struct {
@@ -39,7 +41,8 @@ type ackEntry struct {
 	seen time.Time
 }
 
-// NewAckRegistry serves reports from node agents authenticated by their SVID.
+// NewAckRegistry serves reports from node agents authenticated by their
+// SVID and workload-mode agents authenticated by their pod's token.
 func (s *Service) NewAckRegistry() *AckRegistry {
 	return &AckRegistry{svc: s, clock: s.cfg.Clock, reports: map[string]ackEntry{}}
 }
@@ -49,35 +52,71 @@ func (s *Service) NewAckRegistry() *AckRegistry {
 func (r *AckRegistry) Register(g *grpc.Server) { wire.RegisterAcks(g, r.report) }
 
 func (r *AckRegistry) report(ctx context.Context, rep wire.AckReport) error {
-	caller, err := r.svc.authenticateNode(ctx)
+	slot, err := r.svc.authenticateAgent(ctx)
 	if err != nil {
 		return r.svc.refuse(ctx, err)
 	}
 	if err := rep.Validate(); err != nil {
-		return r.svc.refuse(ctx, fmt.Errorf("%w (from %s)", err, caller.ID))
+		return r.svc.refuse(ctx, fmt.Errorf("%w (from %s)", err, slot))
 	}
-	if err := r.record(caller.ID.String(), rep); err != nil {
+	if err := r.record(slot, rep); err != nil {
 		return r.svc.refuse(ctx, err)
 	}
 	return nil
 }
 
-// authenticateNode admits node agents only (IDs under
-// identity.NodePathPrefix), and only by their SVID over mTLS: any other
-// identity could hold a rotation with a stale bundle or, before counts were
-// validated, cancel real laggards; and a bearer token here would spend a
-// one-time join token on a heartbeat.
+// authenticateAgent admits the two kinds of agent whose watchers can hold a
+// rotation and names the one slot each fills:
+//
+//   - a node agent (an ID under identity.NodePathPrefix), by its SVID over
+//     mTLS, fills its node's slot;
+//   - a workload-mode agent, by the ServiceAccount token it was attested
+//     from (the replicas of a Deployment share an ID), fills the slot of its
+//     ID and the pod UID the attestor verified (Identity.Instance). One
+//     pod's token fills one slot, and a deleted pod's token is refused.
+//
+// Anyone else could hold a rotation with a stale bundle and is refused. A
+// join token is never attested here: it is one-time, and a heartbeat would
+// spend it (node agents report with their SVID).
+func (s *Service) authenticateAgent(ctx context.Context) (string, error) {
+	token, err := bearerToken(ctx)
+	switch {
+	case errors.Is(err, errNoCredential):
+		caller, err := s.authenticateNode(ctx)
+		return caller.ID.String(), err
+	case err != nil:
+		return "", err
+	case strings.HasPrefix(token, identity.JoinTokenPrefix):
+		return "", fmt.Errorf("%w: a join token was presented (node agents report with their SVID)", errAckNotAgent)
+	}
+	caller, err := s.authenticate(ctx)
+	if err != nil {
+		return "", err
+	}
+	if caller.Instance == "" {
+		return "", fmt.Errorf("%w: %s (%s) is bound to no pod", errAckNotAgent, caller.ID, caller.Attestor)
+	}
+	return ackSlot(caller), nil
+}
+
+// ackSlot names a workload-mode agent's slot. '#' cannot occur in a SPIFFE
+// ID, so no slot can be mistaken for a node agent's.
+func ackSlot(caller identity.Identity) string {
+	return caller.ID.String() + "#" + caller.Instance
+}
+
+// authenticateNode admits node agents by their SVID over mTLS.
 func (s *Service) authenticateNode(ctx context.Context) (identity.Identity, error) {
 	p, ok := peerSVID(ctx)
 	if !ok || !p.Presented {
-		return identity.Identity{}, errAckNoSVID
+		return identity.Identity{}, errAckNoCredential
 	}
 	caller, err := s.authenticateSVID(p)
 	if err != nil {
 		return identity.Identity{}, err
 	}
 	if !isNode(caller.ID) {
-		return identity.Identity{}, fmt.Errorf("%w: %s", errAckNotNode, caller.ID)
+		return identity.Identity{}, fmt.Errorf("%w: %s", errAckNotAgent, caller.ID)
 	}
 	return caller, nil
 }
@@ -95,7 +134,8 @@ func (r *AckRegistry) record(key string, rep wire.AckReport) error {
 	return nil
 }
 
-// maxAckAgents bounds the registry's memory: one slot per node agent.
+// maxAckAgents bounds the registry's memory: one slot per node agent or
+// workload-mode pod.
 const maxAckAgents = 100000
 
 func (r *AckRegistry) prune() {

@@ -37,9 +37,9 @@ func (f *fixture) report(t *testing.T, svid *x509svid.SVID, rep wire.AckReport) 
 	return wire.SendAckReport(ctx, f.conn(t, svid), rep)
 }
 
-// TestAckReportRefusals: only node agents, by their SVID over mTLS, with
-// counts in range, may report; every refusal is counted by its reason and
-// takes no slot.
+// TestAckReportRefusals: without a pod's token, only node agents, by their
+// SVID over mTLS, with counts in range, may report; every refusal is counted
+// by its reason and takes no slot.
 func TestAckReportRefusals(t *testing.T) {
 	f := newFixture(t)
 	node := f.ca.SVID(t, "spiffe://example.org/certmesh/node/n1", time.Hour)
@@ -52,8 +52,8 @@ func TestAckReportRefusals(t *testing.T) {
 		code   codes.Code
 		reason string
 	}{
-		{name: "workload identity", svid: workload, rep: f.currentReport("w", 0, 1), code: codes.PermissionDenied, reason: "ack_not_node"},
-		{name: "no client certificate", rep: f.currentReport("x", 0, 1), code: codes.PermissionDenied, reason: "ack_no_svid"},
+		{name: "workload identity", svid: workload, rep: f.currentReport("w", 0, 1), code: codes.PermissionDenied, reason: "ack_not_agent"},
+		{name: "no client certificate", rep: f.currentReport("x", 0, 1), code: codes.PermissionDenied, reason: "ack_no_credential"},
 		{name: "node of another trust domain", svid: foreign, rep: f.currentReport("x", 0, 1), code: codes.Unauthenticated, reason: "bad_client_svid"},
 		{name: "negative lagging", svid: node, rep: f.currentReport("a", -5, 0), code: codes.InvalidArgument, reason: "bad_ack_report"},
 		{name: "negative watchers", svid: node, rep: f.currentReport("a", 0, -1), code: codes.InvalidArgument, reason: "bad_ack_report"},

@@ -30,8 +30,8 @@ var (
 	errBadClientSVID       = errors.New("service: client certificate is not a valid SVID of this trust domain")
 	errExpiredSVID         = errors.New("service: client SVID has expired")
 	errTooManyAgents       = errors.New("service: too many agents reporting")
-	errAckNoSVID           = errors.New("service: bundle acknowledgements are taken only over mTLS with a node agent's SVID")
-	errAckNotNode          = errors.New("service: only node agents may report bundle acknowledgements")
+	errAckNoCredential     = errors.New("service: bundle acknowledgements need a node agent's SVID over mTLS or a pod's ServiceAccount token")
+	errAckNotAgent         = errors.New("service: only node agents and workload-mode agents bound to a pod may report bundle acknowledgements")
 	errForeignTrustDomain  = errors.New("service: foreign trust domain")
 	errImpersonationDenied = errors.New("service: caller may not request another identity")
 	errBadImpersonation    = errors.New("service: ImpersonatedIdentity is not a SPIFFE ID")
@@ -75,8 +75,8 @@ var refusals = []refusal{
 	{ca.ErrForeignID, codes.PermissionDenied, "foreign_id"},
 	{ca.ErrJWTAudience, codes.InvalidArgument, "jwt_audience"},
 	{ca.ErrAuthorityExpired, codes.Unavailable, "authority_expired"},
-	{errAckNoSVID, codes.PermissionDenied, "ack_no_svid"},
-	{errAckNotNode, codes.PermissionDenied, "ack_not_node"},
+	{errAckNoCredential, codes.PermissionDenied, "ack_no_credential"},
+	{errAckNotAgent, codes.PermissionDenied, "ack_not_agent"},
 	{wire.ErrBadAckReport, codes.InvalidArgument, "bad_ack_report"},
 	{errTooManyAgents, codes.ResourceExhausted, "too_many_agents"},
 	{errUnauthenticated, codes.Unauthenticated, "unauthenticated"},

@@ -21,8 +21,10 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	serverAddr := fs.String("server", "", "CA server address host:port (required)")
 	socket := fs.String("socket", "/run/certmesh/agent.sock", "unix socket for Envoy SDS and the Workload API")
-	joinToken := fs.String("join-token", "", "one-time join token from `certmesh token create` (node mode)")
-	tokenFile := fs.String("token-file", "", "projected ServiceAccount token file, read at every use (workload mode: every caller in the pod gets the pod's identity)")
+	var cf credentialFlags
+	fs.StringVar(&cf.joinTokenFile, "join-token-file", "", "file holding a one-time join token from `certmesh token create` (node mode)")
+	fs.StringVar(&cf.joinToken, "join-token", "", "one-time join token (node mode); visible to every local user in the process list: prefer --join-token-file")
+	fs.StringVar(&cf.tokenFile, "token-file", "", "projected ServiceAccount token file, read at every use (workload mode: every caller in the pod gets the pod's identity)")
 	tdName := fs.String("trust-domain", "", "SPIFFE trust domain (required)")
 	bundlePath := fs.String("trust-bundle", "", "PEM roots that authenticate the CA server (`certmesh ca bundle`; required)")
 	regsPath := fs.String("registrations", "", "registrations of this node's workloads")
@@ -38,7 +40,7 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	if *serverAddr == "" || *tdName == "" || *bundlePath == "" {
 		return errors.New("agent: --server, --trust-domain and --trust-bundle are required")
 	}
-	cred, workloadMode, err := agentCredential(*joinToken, *tokenFile)
+	cred, workloadMode, err := agentCredential(cf)
 	if err != nil {
 		return err
 	}
@@ -51,6 +53,9 @@ func runAgent(ctx context.Context, args []string, out io.Writer) error {
 	log, err := lf.logger(os.Stderr)
 	if err != nil {
 		return err
+	}
+	if cf.joinToken != "" {
+		log.Warn("--join-token is visible to every local user in the process list (/proc/PID/cmdline) until the agent exits; use --join-token-file")
 	}
 	edgeWatcher, err := edgeSecrets(*edgeSecretList, *kubeconfig, log)
 	if err != nil {

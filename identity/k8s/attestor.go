@@ -210,11 +210,12 @@ func (a *Attestor) review(ctx context.Context, tok string, c claims) (identity.I
 	if err != nil {
 		return identity.Identity{}, err
 	}
-	dns, err := a.podDNSNames(ctx, ns, first(rv.Status.User.Extra[podNameExtra]), first(rv.Status.User.Extra[podUIDExtra]))
+	podName, podUID := first(rv.Status.User.Extra[podNameExtra]), first(rv.Status.User.Extra[podUIDExtra])
+	dns, err := a.podDNSNames(ctx, ns, podName, podUID)
 	if err != nil {
 		return identity.Identity{}, err
 	}
-	return identity.Identity{ID: id, DNSNames: dns, Attestor: AttestorName}, nil
+	return identity.Identity{ID: id, DNSNames: dns, Attestor: AttestorName, Instance: podInstance(podName, podUID)}, nil
 }
 
 // whyRejected tells a token whose pod was deleted from any other rejection
@@ -239,6 +240,15 @@ func parseServiceAccountUser(user string) (ns, sa string, ok bool) {
 	}
 	ns, sa, ok = strings.Cut(rest, ":")
 	return ns, sa, ok && ns != "" && sa != "" && !strings.Contains(sa, ":")
+}
+
+// podInstance is the Identity.Instance of a token: the UID of the pod the
+// apiserver says it is bound to, or none for a token not bound to a pod.
+func podInstance(podName, podUID string) string {
+	if podName == "" {
+		return ""
+	}
+	return podUID
 }
 
 func first(v authenticationv1.ExtraValue) string {

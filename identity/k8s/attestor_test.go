@@ -86,9 +86,10 @@ func TestAttest(t *testing.T) {
 		policy   Policy
 		want     error
 		wantDNS  []string
+		wantPod  string // Identity.Instance
 	}{
-		{name: "pod-bound token", token: good, wantDNS: []string{"web.shop.svc", "web.shop.svc.cluster.local"}},
-		{name: "unbound token has no DNS names", token: saClaims(aud, now.Add(time.Hour), "")},
+		{name: "pod-bound token", token: good, wantDNS: []string{"web.shop.svc", "web.shop.svc.cluster.local"}, wantPod: "uid-web-0"},
+		{name: "unbound token has no DNS names nor instance", token: saClaims(aud, now.Add(time.Hour), "")},
 		{name: "audience as array", token: saClaims([]string{"x", aud}, now.Add(time.Hour), "")},
 		{name: "other audience", token: saClaims("https://other", now.Add(time.Hour), ""), want: ErrWrongAudience},
 		{name: "legacy token without audience", token: map[string]any{"sub": "system:serviceaccount:shop:web"}, want: ErrWrongAudience},
@@ -121,6 +122,7 @@ func TestAttest(t *testing.T) {
 			require.Equal(t, "spiffe://example.org/ns/shop/sa/web", id.ID.String())
 			require.Equal(t, AttestorName, id.Attestor)
 			require.Equal(t, tc.wantDNS, id.DNSNames)
+			require.Equal(t, tc.wantPod, id.Instance, "the instance is the pod UID the apiserver vouches for")
 		})
 	}
 }

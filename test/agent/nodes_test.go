@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +23,9 @@ import (
 // each node. A go-spiffe client on each node's socket gets that node's
 // workload; neither agent asks for the other node's (the server would refuse
 // it: see ca/service's TestNodeScopedRegistration), and an entry for every
-// node (nodes: ["*"]) is served on both.
+// node (nodes: ["*"]) is served on both. n1 joins with --join-token-file,
+// which keeps its token out of the process list; n2 with --join-token,
+// which warns that it does not.
 func TestOneRegistrationsFileForTwoNodes(t *testing.T) {
 	dir := harness.StateDir(t)
 	regs := harness.Registrations(t, "example.org",
@@ -41,13 +44,29 @@ func TestOneRegistrationsFileForTwoNodes(t *testing.T) {
 	defer cancel()
 	sockets := map[string]string{}
 	for _, node := range []string{"n1", "n2"} {
-		token, err := exec.Command(certmesh(t), "token", "create", "--dir", dir, "--id", "spiffe://example.org/certmesh/node/"+node, "--ttl", "1m").Output()
+		out, err := exec.Command(certmesh(t), "token", "create", "--dir", dir, "--id", "spiffe://example.org/certmesh/node/"+node, "--ttl", "1m").Output()
 		require.NoError(t, err)
+		token := strings.TrimSpace(string(out))
 		socket := harness.SocketPath(t, node+".sock")
 		sockets[node] = socket
-		agent := startProc(t, "agent", "--server", addr, "--socket", socket, "--join-token", strings.TrimSpace(string(token)),
-			"--trust-domain", "example.org", "--trust-bundle", bundle, "--registrations", regs)
+		// n1 reads its token from a file, n2 takes it on the command line.
+		tokenArgs := []string{"--join-token", token}
+		if node == "n1" {
+			tokenFile := filepath.Join(t.TempDir(), "join-token")
+			require.NoError(t, os.WriteFile(tokenFile, out, 0o600))
+			tokenArgs = []string{"--join-token-file", tokenFile}
+		}
+		agent := startProc(t, append(append([]string{"agent", "--server", addr, "--socket", socket}, tokenArgs...),
+			"--trust-domain", "example.org", "--trust-bundle", bundle, "--registrations", regs)...)
 		agent.WaitLine(t, "SPIFFE_ENDPOINT_SOCKET=", 30*time.Second)
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", agent.Pid()))
+		require.NoError(t, err)
+		if node == "n1" {
+			require.NotContains(t, string(cmdline), token, "a token from --join-token-file is not in the process list")
+			require.NotContains(t, agent.Stderr(), "visible to every local user")
+		} else {
+			require.Contains(t, agent.Stderr(), "--join-token is visible to every local user", "--join-token warns")
+		}
 
 		client, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+socket))
 		require.NoError(t, err)

@@ -5,6 +5,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"path/filepath"
 	"sync"
@@ -16,7 +18,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -250,4 +255,52 @@ func TestAckGateIgnoresStaleFollower(t *testing.T) {
 	require.Len(t, st.Kubernetes.Acks.Peers, 1)
 	require.False(t, st.Kubernetes.Acks.Peers[0].Fresh)
 	require.Zero(t, st.CA.Lagging)
+}
+
+// TestAckGateCountsWorkloadModeAgents: workload-mode agents (one per pod,
+// the pod's ServiceAccount identity) report with their pod-bound token,
+// attested by TokenReview against the real apiserver. Two replicas of one
+// ServiceAccount fill a slot each; one that lags holds the rotation until it
+// catches up; a deleted pod's token is refused.
+func TestAckGateCountsWorkloadModeAgents(t *testing.T) {
+	ns := cluster.Namespace(t)
+	srv := startServer(t, serverOpts{ns: ns, overlap: 2 * time.Second})
+	harness.WaitFor(t, 20*time.Second, "the single replica leads", srv.Leader.IsLeader)
+	tokens := map[string]string{}
+	for _, name := range []string{"web-0", "web-1"} {
+		tokens[name] = cluster.ServiceAccountToken(t, ns, "web", audience, cluster.Pod(t, ns, name, "web", nil))
+	}
+	pool := x509.NewCertPool()
+	for _, r := range srv.CA.Roots() {
+		pool.AddCert(r)
+	}
+	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	report := func(pod string, roots [32]byte, lagging int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ctx = metadata.AppendToOutgoingContext(ctx, wire.AuthorizationKey, "Bearer "+tokens[pod])
+		return wire.SendAckReport(ctx, conn, wire.AckReport{Instance: "same-claim", Bundle: hex.EncodeToString(roots[:]), Lagging: lagging, Watchers: 3})
+	}
+
+	old := wire.BundleDigest(srv.CA.Roots())
+	require.NoError(t, report("web-0", old, 0))
+	require.NoError(t, report("web-1", old, 0))
+	require.Equal(t, 2, srv.Acks().Agents(), "two pods of one ServiceAccount fill two slots")
+
+	prepared, err := srv.CA.Rotate()
+	require.NoError(t, err)
+	newRoots := wire.BundleDigest(srv.CA.Roots())
+	require.NoError(t, report("web-1", newRoots, 0))
+	harness.WaitFor(t, 20*time.Second, "the switch held for web-0's watchers", heldWith(srv, 3))
+	require.Equal(t, ca.PhasePrepared, phaseOf(srv, prepared.ID))
+	require.NoError(t, report("web-0", newRoots, 0))
+	harness.WaitFor(t, 20*time.Second, "the switch once web-0 caught up", func() bool { return phaseOf(srv, prepared.ID) == ca.PhaseActive })
+
+	require.NoError(t, cluster.Client.CoreV1().Pods(ns).Delete(context.Background(), "web-1", metav1.DeleteOptions{}))
+	harness.WaitFor(t, 30*time.Second, "the deleted pod's token refused (past the review cache)", func() bool {
+		return status.Code(report("web-1", newRoots, 0)) == codes.Unauthenticated
+	})
+	require.Positive(t, srv.refusals("k8s_pod_gone"))
 }
