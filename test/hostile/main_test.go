@@ -248,3 +248,10 @@ func writeFile(t *testing.T, path, body string) {
 	t.Helper()
 	require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
 }
+
+// signAs asks the CA for a certificate with svid as the client
+// certificate: for svid's own ID, or (as a node agent) for impersonate.
+func signAs(t *testing.T, c *caProc, svid *x509svid.SVID, impersonate string) (*x509svid.SVID, error) {
+	t.Helper()
+	return sign(context.Background(), c.dial(t, svid), impersonate)
+}
