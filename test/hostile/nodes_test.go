@@ -20,7 +20,7 @@ import (
 // refused (node_banned), no token can be created for it, and a token made
 // before the ban cannot be redeemed. Web, served by n1, renews throughout.
 func TestAttackEvictedAndBannedNode(t *testing.T) {
-	regs := harness.Registrations(t, "example.org", harness.Workload{ID: webID, UID: uidWeb, Nodes: []string{"*"}})
+	regs := harness.Registrations(t, "example.org", harness.Workload{ID: webID, UID: uidWeb, Nodes: []string{nodeN1, nodeN9}})
 	c := startCA(t, "server", regs)
 	bundle := t.TempDir() + "/bundle.pem"
 	writeFile(t, bundle, c.cli(t, "ca", "bundle"))
