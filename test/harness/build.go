@@ -37,8 +37,12 @@ type built struct {
 	err  error
 }
 
+// BinaryEnv names a certmesh binary to use instead of building one (e.g. an
+// older build, to show a suite fails on it); empty: build from the tree.
+const BinaryEnv = "CERTMESH_BIN"
+
 // Binary is the certmesh binary, built on first use and shared by every
-// test of the test binary.
+// test of the test binary, or the one $CERTMESH_BIN names.
 func Binary(t testing.TB) string {
 	t.Helper()
 	return Build(t, CertmeshPkg)
@@ -58,6 +62,9 @@ func Build(t testing.TB, pkg string) string {
 }
 
 func build(pkg string) (string, error) {
+	if p := os.Getenv(BinaryEnv); p != "" && pkg == CertmeshPkg {
+		return p, nil
+	}
 	b, dir, err := buildEntry(pkg)
 	if err != nil {
 		return "", err
