@@ -19,7 +19,7 @@ import (
 // TestAttackForgedBundleAcks: reports to certmesh.v1.BundleAcks that would
 // hold a root rotation (a stale bundle with lagging watchers) or open it
 // early (negative counts). From a workload's SVID: PermissionDenied,
-// ack_not_node; without a client certificate: ack_no_svid; from a node with
+// ack_not_agent; without a client certificate: ack_no_credential; from a node with
 // negative counts: InvalidArgument, bad_ack_report. An honest node's report
 // is taken after each, the rotation is not held by the refused ones, and
 // when a node does lag, `certmesh ca rotate --force` switches all the same.
@@ -46,9 +46,9 @@ func TestAttackForgedBundleAcks(t *testing.T) {
 		require.NoError(t, report(nodeConn, wire.AckReport{Instance: "n9", Bundle: current, Watchers: 3}), "an honest node's report %s", step)
 	}
 	holdIt := wire.AckReport{Instance: "n9", Bundle: stale, Lagging: 1000, Watchers: 1000}
-	c.refused(t, codes.PermissionDenied, "ack_not_node", func() error { return report(webConn, holdIt) })
+	c.refused(t, codes.PermissionDenied, "ack_not_agent", func() error { return report(webConn, holdIt) })
 	honest("after a workload's report")
-	c.refused(t, codes.PermissionDenied, "ack_no_svid", func() error { return report(anonConn, holdIt) })
+	c.refused(t, codes.PermissionDenied, "ack_no_credential", func() error { return report(anonConn, holdIt) })
 	honest("after a report without a client certificate")
 	c.refused(t, codes.InvalidArgument, "bad_ack_report", func() error {
 		return report(nodeConn, wire.AckReport{Instance: "n9", Bundle: current, Lagging: -5, Watchers: 0})

@@ -75,9 +75,6 @@ type caProc struct {
 func startCA(t *testing.T, cmd, regs string, extra ...string) *caProc {
 	t.Helper()
 	c := &caProc{bin: harness.Binary(t), dir: harness.StateDir(t), addr: freeAddr(t), metrics: freeAddr(t)}
-	// dev's socket is DIR/agent.sock; certmesh makes it reachable by every
-	// registered uid, older builds left that to the directory's mode.
-	require.NoError(t, os.Chmod(c.dir, 0o755))
 	args := []string{cmd, "--dir", c.dir, "--trust-domain", "example.org", "--listen", c.addr, "--metrics", c.metrics}
 	if regs != "" {
 		args = append(args, "--registrations", regs)

@@ -2,8 +2,6 @@ package hostile
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,7 +25,6 @@ func TestAttackEvictedAndBannedNode(t *testing.T) {
 	bundle := t.TempDir() + "/bundle.pem"
 	writeFile(t, bundle, c.cli(t, "ca", "bundle"))
 	socket := harness.SocketPath(t, "n1.sock")
-	require.NoError(t, os.MkdirAll(filepath.Dir(socket), 0o755)) // as older builds expect
 	agent := harness.Start(t, harness.Spec{Name: "certmesh agent", Path: c.bin, Args: []string{"agent", "--server", c.addr, "--socket", socket,
 		"--join-token", c.token(t, nodeN1), "--trust-domain", "example.org", "--trust-bundle", bundle, "--registrations", regs}})
 	agent.WaitLine(t, "SPIFFE_ENDPOINT_SOCKET=", 30*time.Second)
