@@ -84,10 +84,10 @@ type CA struct {
 	forced  int  // switches forced past the gate (ForceActivate), since start
 	// renewFailures counts failed intermediate renewals since start.
 	renewFailures int
-	active  atomic.Pointer[Authority]
-	bundle  atomic.Pointer[bundleSnapshot]
-	watchMu sync.Mutex
-	watchCh chan struct{} // closed and replaced on every bundle change
+	active        atomic.Pointer[Authority]
+	bundle        atomic.Pointer[bundleSnapshot]
+	watchMu       sync.Mutex
+	watchCh       chan struct{} // closed and replaced on every bundle change
 }
 
 // New loads the CA from cfg.Dir, creating a root and intermediate on first
