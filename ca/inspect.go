@@ -75,7 +75,7 @@ func (s *Snapshot) Status(now time.Time) Status {
 	for i, a := range s.State.Authorities {
 		r := s.Roots[i]
 		info := AuthorityInfo{AuthorityState: a, RootSubject: r.Root.Subject.String(), RootNotAfter: r.Root.NotAfter,
-			IntermediateEnd: r.Intermediate.NotAfter, HasRootKey: s.hasRootKey[i]}
+			IntermediateEnd: r.Intermediate.NotAfter, IntermediateStart: r.Intermediate.NotBefore, HasRootKey: s.hasRootKey[i]}
 		var inter IntermediateStep
 		if a.Phase != PhaseRetiring {
 			life := r.Intermediate.NotAfter.Sub(r.Intermediate.NotBefore.Add(LeafBackdate))

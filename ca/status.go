@@ -39,8 +39,10 @@ type AuthorityInfo struct {
 	RootSubject     string    `json:"rootSubject"`
 	RootNotAfter    time.Time `json:"rootNotAfter"`
 	IntermediateEnd time.Time `json:"intermediateNotAfter"`
-	HasRootKey      bool      `json:"hasRootKey"`
-	JWTKeyID        string    `json:"jwtKeyID,omitempty"`
+	// IntermediateStart is the signing intermediate's NotBefore.
+	IntermediateStart time.Time `json:"intermediateNotBefore"`
+	HasRootKey        bool      `json:"hasRootKey"`
+	JWTKeyID          string    `json:"jwtKeyID,omitempty"`
 	// NextStep is when this authority next moves, and NextStepKind how.
 	NextStep     time.Time `json:"nextStep,omitzero"`
 	NextStepKind string    `json:"nextStepKind,omitempty"`
@@ -96,7 +98,7 @@ func (c *CA) Status() Status {
 		a := c.authorities[s.ID]
 		info := AuthorityInfo{
 			AuthorityState: s, RootSubject: a.Root.Subject.String(), RootNotAfter: a.Root.NotAfter,
-			IntermediateEnd: a.Intermediate.NotAfter, HasRootKey: a.RootKey != nil,
+			IntermediateEnd: a.Intermediate.NotAfter, IntermediateStart: a.Intermediate.NotBefore, HasRootKey: a.RootKey != nil,
 		}
 		if k := c.jwtKeyOf(s.ID); k != nil {
 			info.JWTKeyID = k.kid

@@ -172,14 +172,17 @@ func remaining(t time.Time) string {
 	return d.Round(time.Second).String()
 }
 
-// caRotate starts a rotation on the running server, or on the directory if
-// no server runs (it then takes the lock itself). With --force it instead
+// caRotate starts a root rotation on the running server, or on the directory
+// if no server runs (it then takes the lock itself); `--root` says so
+// explicitly, plain `ca rotate` is its alias. With --force it instead
 // activates the running server's prepared root that lagging watchers hold.
 func caRotate(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("ca rotate", flag.ContinueOnError)
 	dir := fs.String("dir", stateDirDefault(), "state directory")
 	overlap := fs.Duration("rotation-overlap", ca.DefaultOverlap, "when no server runs: how long the new root is published before it signs")
 	force := fs.Bool("force", false, "activate the prepared root now although watchers lag (the server logs and counts it); starts no new rotation")
+	_ = fs.Bool("root", false, "start a root rotation: a new root and intermediate, published first, signing after the overlap and the watchers' acknowledgement "+
+		"(what plain `ca rotate` does; intermediates are renewed automatically, see --ca-ttl)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -229,6 +232,7 @@ func rotateOffline(dir string, overlap time.Duration) (ca.AuthorityState, error)
 		return ca.AuthorityState{}, err
 	}
 	defer lock.Unlock()
+	// No KeyType: the new root keeps the current root's type.
 	c, err := ca.New(ca.Config{Dir: caDir(dir), TrustDomain: snap.TrustDomain, RotationOverlap: overlap})
 	if err != nil {
 		return ca.AuthorityState{}, err
