@@ -40,27 +40,34 @@ type Authority struct {
 	// jwt signs JWT-SVIDs while the authority is active; nil when the
 	// authority predates per-authority JWT keys (the CA's legacy key then).
 	jwt *jwtKey
+	// interName names the intermediate's files (see intermediateFile).
+	interName string
 }
 
 // Files inside an authority's directory.
 const (
-	rootCertFile         = "root.crt"
-	rootKeyFile          = "root.key"
-	intermediateCertFile = "intermediate.crt"
-	intermediateKeyFile  = "intermediate.key"
+	rootCertFile = "root.crt"
+	rootKeyFile  = "root.key"
 )
 
-// Lifetimes of generated CA certificates. The intermediate outlives any leaf
-// by far; leaves are clamped to it anyway.
-const (
-	rootLifetime         = 10 * 365 * 24 * time.Hour
-	intermediateLifetime = 365 * 24 * time.Hour
-)
+// rootLifetime is a generated root's lifetime. Its intermediates live
+// IntermediateTTL and are renewed under it; leaves are clamped to them.
+const rootLifetime = 10 * 365 * 24 * time.Hour
 
 // AuthorityParams describe a new self-made authority.
 type AuthorityParams struct {
 	TrustDomain spiffeid.TrustDomain
 	KeyType     KeyType
+	// IntermediateTTL is the intermediate's lifetime (default DefaultIntermediateTTL).
+	IntermediateTTL time.Duration
+	Now             time.Time
+	Rand            io.Reader
+}
+
+// IntermediateParams describe a successor intermediate under the same root.
+type IntermediateParams struct {
+	TrustDomain spiffeid.TrustDomain
+	TTL         time.Duration
 	Now         time.Time
 	Rand        io.Reader
 }
@@ -98,7 +105,7 @@ func NewAuthority(p AuthorityParams) (*Authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: parse root: %w", err)
 	}
-	intermediate, err := newIntermediate(p, rootCert, rootKey, intKey)
+	intermediate, err := newIntermediate(IntermediateParams{TrustDomain: p.TrustDomain, TTL: p.IntermediateTTL, Now: p.Now, Rand: p.Rand}, rootCert, rootKey, intKey)
 	if err != nil {
 		return nil, err
 	}
@@ -112,12 +119,48 @@ func NewAuthority(p AuthorityParams) (*Authority, error) {
 	return a, nil
 }
 
-func newIntermediate(p AuthorityParams, root *x509.Certificate, rootKey, intKey crypto.Signer) (*x509.Certificate, error) {
+// withNewIntermediate is a's successor: the same root, root key and JWT
+// key, a new intermediate of the same key type as the current one. Its
+// files get a new name, so saving it overwrites nothing.
+func (a *Authority) withNewIntermediate(p IntermediateParams) (*Authority, error) {
+	if a.RootKey == nil {
+		return nil, fmt.Errorf("%w: no root key to sign a new intermediate", ErrBadAuthority)
+	}
+	kt, err := KeyTypeOf(a.IntermediateKey.Public())
+	if err != nil {
+		return nil, err
+	}
+	key, err := GenerateKey(kt, p.Rand)
+	if err != nil {
+		return nil, fmt.Errorf("ca: intermediate key: %w", err)
+	}
+	cert, err := newIntermediate(p, a.Root, a.RootKey, key)
+	if err != nil {
+		return nil, err
+	}
+	next, err := assemble(a.ID, a.Root, a.RootKey, cert, key)
+	if err != nil {
+		return nil, err
+	}
+	next.jwt, next.interName = a.jwt, intermediateName(cert)
+	return next, nil
+}
+
+// intermediateName names a successor intermediate's files by its serial.
+func intermediateName(cert *x509.Certificate) string {
+	h := cert.SerialNumber.Text(16)
+	return h[:min(len(h), 16)]
+}
+
+func newIntermediate(p IntermediateParams, root *x509.Certificate, rootKey, intKey crypto.Signer) (*x509.Certificate, error) {
 	serial, err := newSerial(p.Rand)
 	if err != nil {
 		return nil, err
 	}
-	notAfter := p.Now.Add(intermediateLifetime)
+	if p.TTL <= 0 {
+		p.TTL = DefaultIntermediateTTL
+	}
+	notAfter := p.Now.Add(p.TTL)
 	if notAfter.After(root.NotAfter) {
 		notAfter = root.NotAfter
 	}
@@ -187,8 +230,8 @@ type authorityFile struct {
 // save writes the authority's files into dir/<id>/, keys 0600, each atomically.
 func (a *Authority) save(dir string) error {
 	files := []authorityFile{
-		{intermediateKeyFile, func() ([]byte, error) { return EncodeKeyPEM(a.IntermediateKey) }, 0o600},
-		{intermediateCertFile, func() ([]byte, error) { return EncodeCertsPEM(a.Intermediate), nil }, 0o644},
+		{intermediateFile(a.interName, ".key"), func() ([]byte, error) { return EncodeKeyPEM(a.IntermediateKey) }, 0o600},
+		{intermediateFile(a.interName, ".crt"), func() ([]byte, error) { return EncodeCertsPEM(a.Intermediate), nil }, 0o644},
 		{rootCertFile, func() ([]byte, error) { return EncodeCertsPEM(a.Root), nil }, 0o644},
 	}
 	if a.RootKey != nil {
@@ -222,9 +265,10 @@ func (a *Authority) write(dir string, files []authorityFile) error {
 	return nil
 }
 
-// loadAuthority reads dir/<id>/. A missing or corrupt file is a clear error
-// naming the file; nothing is rewritten, so the operator can repair it.
-func loadAuthority(dir, id string) (*Authority, error) {
+// loadAuthority reads dir/<id>/ with the intermediate called interName. A
+// missing or corrupt file is a clear error naming the file; nothing is
+// rewritten, so the operator can repair it.
+func loadAuthority(dir, id, interName string) (*Authority, error) {
 	d := filepath.Join(dir, id)
 	readCert := func(name string) (*x509.Certificate, error) {
 		b, err := os.ReadFile(filepath.Join(d, name))
@@ -252,11 +296,11 @@ func loadAuthority(dir, id string) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	intermediate, err := readCert(intermediateCertFile)
+	intermediate, err := readCert(intermediateFile(interName, ".crt"))
 	if err != nil {
 		return nil, err
 	}
-	intKey, err := readKey(intermediateKeyFile)
+	intKey, err := readKey(intermediateFile(interName, ".key"))
 	if err != nil {
 		return nil, err
 	}
@@ -270,6 +314,7 @@ func loadAuthority(dir, id string) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.interName = interName
 	if a.jwt, err = readJWTKey(filepath.Join(d, jwtKeyFile)); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/utils/clock"
 )
 
 // bundleSnapshot is an immutable view of the trust bundle, swapped atomically
@@ -57,7 +58,8 @@ func (c *CA) Rotate() (AuthorityState, error) {
 	if _, ok := c.state.Prepared(); ok {
 		return AuthorityState{}, ErrRotationInProgress
 	}
-	a, err := NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.cfg.KeyType, Now: now, Rand: c.cfg.Rand})
+	a, err := NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.rotationKeyType(),
+		IntermediateTTL: c.cfg.IntermediateTTL, Now: now, Rand: c.cfg.Rand})
 	if err != nil {
 		return AuthorityState{}, err
 	}
@@ -81,28 +83,57 @@ func (c *CA) Rotate() (AuthorityState, error) {
 	return prep, nil
 }
 
-// Advance applies the rotation steps due now and persists them. Run calls it
-// on a timer; tests call it directly after moving a fake clock.
+// rotationKeyType is the key type of a new root: the configured one, else
+// the active root's, so that a rotation never changes it silently. Called
+// with c.mu held.
+func (c *CA) rotationKeyType() KeyType {
+	if c.cfg.KeyType != "" {
+		return c.cfg.KeyType
+	}
+	if a := c.active.Load(); a != nil {
+		if kt, err := KeyTypeOf(a.Root.PublicKey); err == nil {
+			return kt
+		}
+	}
+	return KeyECP256
+}
+
+// Advance applies the rotation steps due now and persists them: a root
+// switch or retirement (RotationState.AdvanceWhen), and a new intermediate
+// under the same root where NextIntermediateDue says so. Run calls it on a
+// timer; tests call it directly after moving a fake clock.
 func (c *CA) Advance() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.cfg.Clock.Now()
 	next, changed := c.state.AdvanceWhen(now, c.policy, c.gateOpen(now))
-	if !changed {
-		return nil
+	renewed, renewErr := c.renewDue(now, &next)
+	if renewErr != nil {
+		c.renewFailures++
 	}
-	if err := c.commit(next); err != nil {
-		return fmt.Errorf("ca: advance rotation: %w", err)
+	if changed || len(renewed) > 0 {
+		if err := c.commit(next, renewed); err != nil {
+			return fmt.Errorf("ca: advance rotation: %w", err)
+		}
+	}
+	if renewErr != nil {
+		return fmt.Errorf("ca: advance rotation: %w", renewErr)
 	}
 	return nil
 }
 
-// commit persists next and makes it the live state, dropping the
-// authorities it no longer names. Called with c.mu held.
-func (c *CA) commit(next RotationState) error {
+// commit persists next and makes it the live state with the renewed
+// authorities (new intermediates, their files already written), dropping
+// the authorities and intermediate files it no longer names. Called with
+// c.mu held.
+func (c *CA) commit(next RotationState, renewed map[string]*Authority) error {
 	if err := c.saveState(next); err != nil {
 		return err
 	}
+	for id, a := range renewed {
+		c.authorities[id] = a
+	}
+	c.pruneIntermediates(next)
 	for id := range c.authorities {
 		if !containsAuthority(next, id) {
 			delete(c.authorities, id)
@@ -125,6 +156,21 @@ func containsAuthority(s RotationState, id string) bool {
 	return false
 }
 
+// retryAfterFailure spaces attempts at a failing step (a full disk), which
+// would otherwise be retried at once while it stays due.
+const retryAfterFailure = 10 * time.Second
+
+func sleep(ctx context.Context, clk clock.Clock, d time.Duration) bool {
+	t := clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+		return true
+	}
+}
+
 // Run advances rotations when they are due until ctx ends. It checks at
 // least once a minute, so a rotation started by another process (the CLI on
 // a stopped server's directory) is also picked up after a restart.
@@ -132,8 +178,9 @@ func (c *CA) Run(ctx context.Context) error {
 	for {
 		wait := time.Minute
 		c.mu.Lock()
-		if next := c.state.NextEvent(); !next.IsZero() {
-			if d := next.Sub(c.cfg.Clock.Now()); d < wait {
+		now := c.cfg.Clock.Now()
+		for _, next := range []time.Time{c.state.NextEvent(), c.nextIntermediateAt(now)} {
+			if d := next.Sub(now); !next.IsZero() && d < wait {
 				wait = max(d, 0)
 			}
 		}
@@ -153,6 +200,9 @@ func (c *CA) Run(ctx context.Context) error {
 		}
 		if err := c.Advance(); err != nil {
 			c.cfg.Logger.Error("CA rotation step failed; will retry", "error", err)
+			if !sleep(ctx, c.cfg.Clock, retryAfterFailure) {
+				return nil
+			}
 		}
 	}
 }

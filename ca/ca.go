@@ -42,7 +42,9 @@ type Config struct {
 	// Dir is the CA's own directory (certmesh uses <state dir>/ca).
 	Dir         string
 	TrustDomain spiffeid.TrustDomain
-	// KeyType of newly created roots and intermediates (default ec-p256).
+	// KeyType of newly created roots (default: ec-p256 for a new CA, the
+	// active root's type for a rotation). A renewed intermediate keeps the
+	// type of the one it replaces.
 	KeyType KeyType
 	// DefaultTTL is used when a request names none (default 1h); MaxTTL
 	// clamps longer requests (default 24h).
@@ -50,6 +52,10 @@ type Config struct {
 	MaxTTL     time.Duration
 	// RotationOverlap is how long a new root is published before it signs.
 	RotationOverlap time.Duration
+	// IntermediateTTL is the signing intermediate's lifetime (`--ca-ttl`,
+	// default DefaultIntermediateTTL, at least 2×MaxTTL); it is renewed
+	// under the same root at half life (NextIntermediateDue).
+	IntermediateTTL time.Duration
 	// Import, when set and the directory is empty, makes the CA use a
 	// user-provided root and intermediate instead of generating its own.
 	Import *ImportParams
@@ -76,10 +82,12 @@ type CA struct {
 	lagging int  // watchers behind the bundle, as of the last gate check
 	held    bool // a due switch is being held by the gate
 	forced  int  // switches forced past the gate (ForceActivate), since start
-	active  atomic.Pointer[Authority]
-	bundle  atomic.Pointer[bundleSnapshot]
-	watchMu sync.Mutex
-	watchCh chan struct{} // closed and replaced on every bundle change
+	// renewFailures counts failed intermediate renewals since start.
+	renewFailures int
+	active        atomic.Pointer[Authority]
+	bundle        atomic.Pointer[bundleSnapshot]
+	watchMu       sync.Mutex
+	watchCh       chan struct{} // closed and replaced on every bundle change
 }
 
 // New loads the CA from cfg.Dir, creating a root and intermediate on first
@@ -117,11 +125,11 @@ func fillDefaults(cfg *Config) error {
 	if cfg.TrustDomain.IsZero() {
 		return errors.New("ca: config: TrustDomain is required")
 	}
-	kt, err := ParseKeyType(string(cfg.KeyType))
-	if err != nil {
-		return fmt.Errorf("ca: config: %w", err)
+	if cfg.KeyType != "" {
+		if _, err := ParseKeyType(string(cfg.KeyType)); err != nil {
+			return fmt.Errorf("ca: config: %w", err)
+		}
 	}
-	cfg.KeyType = kt
 	if cfg.DefaultTTL == 0 {
 		cfg.DefaultTTL = DefaultTTL
 	}
@@ -130,6 +138,12 @@ func fillDefaults(cfg *Config) error {
 	}
 	if cfg.DefaultTTL < MinTTL || cfg.MaxTTL < cfg.DefaultTTL {
 		return fmt.Errorf("ca: config: need %v <= default TTL (%v) <= max TTL (%v)", MinTTL, cfg.DefaultTTL, cfg.MaxTTL)
+	}
+	if cfg.IntermediateTTL == 0 {
+		cfg.IntermediateTTL = DefaultIntermediateTTL
+	}
+	if cfg.IntermediateTTL < 2*cfg.MaxTTL {
+		return fmt.Errorf("%w: CA TTL %v, max TTL %v (want a CA TTL of at least %v)", ErrIntermediateTTL, cfg.IntermediateTTL, cfg.MaxTTL, 2*cfg.MaxTTL)
 	}
 	if cfg.RotationOverlap == 0 {
 		cfg.RotationOverlap = DefaultOverlap
@@ -157,7 +171,7 @@ func (c *CA) initialize() error {
 	if c.cfg.Import != nil {
 		a, err = ImportAuthority(*c.cfg.Import)
 	} else {
-		a, err = NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.cfg.KeyType, Now: c.cfg.Clock.Now(), Rand: c.cfg.Rand})
+		a, err = NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.cfg.KeyType, IntermediateTTL: c.cfg.IntermediateTTL, Now: c.cfg.Clock.Now(), Rand: c.cfg.Rand})
 	}
 	if err != nil {
 		return err
@@ -185,7 +199,7 @@ func (c *CA) loadAuthorities(state RotationState) error {
 		return err
 	}
 	for _, s := range state.Authorities {
-		a, err := loadAuthority(c.authoritiesDir(), s.ID)
+		a, err := loadAuthority(c.authoritiesDir(), s.ID, s.Intermediate)
 		if err != nil {
 			return err
 		}
@@ -245,49 +259,3 @@ func (c *CA) saveState(s RotationState) error {
 
 // TrustDomain is the trust domain this CA signs for.
 func (c *CA) TrustDomain() spiffeid.TrustDomain { return c.cfg.TrustDomain }
-
-// Status describes the CA for `certmesh ca inspect` and `certmesh status`.
-type Status struct {
-	TrustDomain string          `json:"trustDomain"`
-	Phase       string          `json:"phase"`
-	Authorities []AuthorityInfo `json:"authorities"`
-	NextEvent   time.Time       `json:"nextEvent,omitzero"`
-	// Lagging counts watchers (SDS streams, Workload API streams, agents)
-	// that do not hold the current bundle yet; a due switch waits for 0.
-	Lagging     int  `json:"watchersLagging"`
-	WaitingGate bool `json:"waitingForWatchers,omitempty"`
-	// ForcedActivations counts switches an operator forced past the gate
-	// (`certmesh ca rotate --force`) since this process started.
-	ForcedActivations int              `json:"forcedActivations,omitempty"`
-	State             []AuthorityState `json:"-"`
-}
-
-// AuthorityInfo is one authority as shown to an operator.
-type AuthorityInfo struct {
-	AuthorityState
-	RootSubject     string    `json:"rootSubject"`
-	RootNotAfter    time.Time `json:"rootNotAfter"`
-	IntermediateEnd time.Time `json:"intermediateNotAfter"`
-	HasRootKey      bool      `json:"hasRootKey"`
-	JWTKeyID        string    `json:"jwtKeyID,omitempty"`
-}
-
-// Status returns a snapshot of the CA's authorities and rotation phase.
-func (c *CA) Status() Status {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st := Status{TrustDomain: c.cfg.TrustDomain.Name(), Phase: c.state.CurrentPhase(), NextEvent: c.state.NextEvent(),
-		State: c.state.clone().Authorities, Lagging: c.lagging, WaitingGate: c.held, ForcedActivations: c.forced}
-	for _, s := range c.state.Authorities {
-		a := c.authorities[s.ID]
-		info := AuthorityInfo{
-			AuthorityState: s, RootSubject: a.Root.Subject.String(), RootNotAfter: a.Root.NotAfter,
-			IntermediateEnd: a.Intermediate.NotAfter, HasRootKey: a.RootKey != nil,
-		}
-		if k := c.jwtKeyOf(s.ID); k != nil {
-			info.JWTKeyID = k.kid
-		}
-		st.Authorities = append(st.Authorities, info)
-	}
-	return st
-}

@@ -72,14 +72,15 @@ func snapshotPath(rel string) bool {
 		return false
 	}
 	switch parts[2] {
-	case rootCertFile, rootKeyFile, intermediateCertFile, intermediateKeyFile, jwtKeyFile:
+	case rootCertFile, rootKeyFile, jwtKeyFile:
 		return true
 	}
-	return false
+	return isIntermediateFile(parts[2])
 }
 
 // WriteFiles makes dir hold exactly s: every file written atomically
-// (keys before the state that names them), authorities not in s removed, and
+// (keys before the state that names them), authorities and intermediates
+// not in s removed, and
 // the legacy top-level jwt.key removed once s no longer holds it (migrated).
 func WriteFiles(dir string, s Files) error {
 	names := slices.Sorted(maps.Keys(s))
@@ -117,10 +118,31 @@ func removeOtherAuthorities(dir string, s Files) error {
 		return fmt.Errorf("ca: write snapshot: %w", err)
 	}
 	for _, e := range entries {
-		if _, ok := s[authoritiesPath+"/"+e.Name()+"/"+intermediateCertFile]; ok {
+		if _, ok := s[authoritiesPath+"/"+e.Name()+"/"+rootCertFile]; ok {
+			if err := removeOtherIntermediates(filepath.Join(dir, e.Name()), authoritiesPath+"/"+e.Name()+"/", s); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("ca: write snapshot: %w", err)
+		}
+	}
+	return nil
+}
+
+// removeOtherIntermediates removes the intermediates of one authority's
+// directory that s does not hold (retired under the same root).
+func removeOtherIntermediates(dir, prefix string, s Files) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("ca: write snapshot: %w", err)
+	}
+	for _, e := range entries {
+		if _, ok := s[prefix+e.Name()]; ok || !isIntermediateFile(e.Name()) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 			return fmt.Errorf("ca: write snapshot: %w", err)
 		}
 	}

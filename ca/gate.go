@@ -76,7 +76,7 @@ func (c *CA) ForceActivate() (ForcedActivation, error) {
 		open, lagging = c.gate()
 	}
 	next, _ := c.state.AdvanceWhen(now, c.policy, true)
-	if err := c.commit(next); err != nil {
+	if err := c.commit(next, nil); err != nil {
 		return ForcedActivation{}, fmt.Errorf("ca: force activation: %w", err)
 	}
 	c.held, c.lagging = false, 0

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -24,6 +25,7 @@ type Snapshot struct {
 	TrustDomain spiffeid.TrustDomain
 	State       RotationState
 	Roots       []*Authority // certificates only; keys are not read
+	hasRootKey  []bool       // per Roots: a root key file exists
 }
 
 // ReadSnapshot reads dir's rotation state and CA certificates.
@@ -46,11 +48,13 @@ func ReadSnapshot(dir string) (*Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		inter, err := readCertFile(filepath.Join(d, intermediateCertFile))
+		inter, err := readCertFile(filepath.Join(d, intermediateFile(a.Intermediate, ".crt")))
 		if err != nil {
 			return nil, err
 		}
-		snap.Roots = append(snap.Roots, &Authority{ID: a.ID, Root: root, Intermediate: inter})
+		_, statErr := os.Stat(filepath.Join(d, rootKeyFile))
+		snap.hasRootKey = append(snap.hasRootKey, statErr == nil)
+		snap.Roots = append(snap.Roots, &Authority{ID: a.ID, Root: root, Intermediate: inter, interName: a.Intermediate})
 	}
 	if len(snap.Roots) == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNoCA, dir)
@@ -61,6 +65,29 @@ func ReadSnapshot(dir string) (*Snapshot, error) {
 	}
 	snap.TrustDomain = td
 	return snap, nil
+}
+
+// Status describes the snapshot as CA.Status would, at now. The server's
+// CA TTL is not known here: an intermediate's renewal is shown at half its
+// own life, which is when a server renews one made under its policy.
+func (s *Snapshot) Status(now time.Time) Status {
+	st := Status{TrustDomain: s.TrustDomain.Name(), Phase: s.State.CurrentPhase(), State: s.State.clone().Authorities}
+	for i, a := range s.State.Authorities {
+		r := s.Roots[i]
+		info := AuthorityInfo{AuthorityState: a, RootSubject: r.Root.Subject.String(), RootNotAfter: r.Root.NotAfter,
+			IntermediateEnd: r.Intermediate.NotAfter, IntermediateStart: r.Intermediate.NotBefore, HasRootKey: s.hasRootKey[i]}
+		var inter IntermediateStep
+		if a.Phase != PhaseRetiring {
+			life := r.Intermediate.NotAfter.Sub(r.Intermediate.NotBefore.Add(LeafBackdate))
+			inter = NextIntermediateDue(now, IntermediateLife{NotBefore: r.Intermediate.NotBefore, NotAfter: r.Intermediate.NotAfter,
+				RootNotAfter: r.Root.NotAfter, Renewable: s.hasRootKey[i]}, IntermediatePolicy{TTL: life})
+		}
+		info.NextStep, info.NextStepKind = nextStep(a, inter)
+		info.NotRenewable = inter.NotRenewable
+		st.Authorities = append(st.Authorities, info)
+	}
+	st.finish(now)
+	return st
 }
 
 // BundlePEM is the trust bundle of the snapshot.

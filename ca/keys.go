@@ -56,6 +56,30 @@ func GenerateKey(k KeyType, rnd io.Reader) (crypto.Signer, error) {
 	return nil, fmt.Errorf("%w %q", ErrUnknownKeyType, k)
 }
 
+// KeyTypeOf names the type of a CA public key, so that a renewal or a
+// rotation makes a key of the same type as the one it replaces.
+func KeyTypeOf(pub crypto.PublicKey) (KeyType, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return KeyECP256, nil
+		case elliptic.P384():
+			return KeyECP384, nil
+		}
+	case *rsa.PublicKey:
+		switch k.N.BitLen() {
+		case 2048:
+			return KeyRSA2048, nil
+		case 3072:
+			return KeyRSA3072, nil
+		case 4096:
+			return KeyRSA4096, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %T", ErrUnknownKeyType, pub)
+}
+
 // EncodeKeyPEM encodes a private key as PKCS#8 PEM.
 func EncodeKeyPEM(key crypto.Signer) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(key)

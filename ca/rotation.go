@@ -3,6 +3,7 @@ package ca
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -30,6 +31,19 @@ type AuthorityState struct {
 	ActivateAt  time.Time `json:"activateAt,omitzero"`
 	ActivatedAt time.Time `json:"activatedAt,omitzero"`
 	RetireAt    time.Time `json:"retireAt,omitzero"`
+	// Intermediate names the signing intermediate's files under the same
+	// root: intermediate-<Intermediate>.crt/.key; empty names the
+	// authority's first one, intermediate.crt/.key.
+	Intermediate string `json:"intermediate,omitempty"`
+	// OldIntermediates were replaced under the same root (RenewIntermediate);
+	// each is kept until the last leaf it signed has expired.
+	OldIntermediates []OldIntermediate `json:"oldIntermediates,omitempty"`
+}
+
+// OldIntermediate is a replaced intermediate, kept until RetireAt.
+type OldIntermediate struct {
+	Name     string    `json:"name"`
+	RetireAt time.Time `json:"retireAt"`
 }
 
 // RotationState is the set of authorities a CA knows, persisted as state.json.
@@ -133,10 +147,40 @@ func (s RotationState) AdvanceWhen(now time.Time, p RotationPolicy, switchAllowe
 			changed = true
 			continue
 		}
+		var olds []OldIntermediate
+		for _, o := range a.OldIntermediates {
+			if now.Before(o.RetireAt) {
+				olds = append(olds, o)
+			}
+		}
+		if len(olds) != len(a.OldIntermediates) {
+			a.OldIntermediates, changed = olds, true
+		}
 		kept = append(kept, a)
 	}
 	out.Authorities = kept
 	return out, changed
+}
+
+// SwitchIntermediate makes name the signing intermediate of authority id
+// (same root, so the bundle does not change); the one it replaces is kept
+// until retireAt, when the last leaf it signed has expired. Pure: the
+// caller has written the new intermediate's files and persists the result.
+func (s RotationState) SwitchIntermediate(id, name string, retireAt time.Time) (RotationState, error) {
+	out := s.clone()
+	for i := range out.Authorities {
+		a := &out.Authorities[i]
+		if a.ID != id {
+			continue
+		}
+		if a.Phase == PhaseRetiring {
+			return s, fmt.Errorf("ca: authority %s is retiring; its intermediate is not renewed", id)
+		}
+		a.OldIntermediates = append(slices.Clone(a.OldIntermediates), OldIntermediate{Name: a.Intermediate, RetireAt: retireAt})
+		a.Intermediate = name
+		return out, nil
+	}
+	return s, fmt.Errorf("ca: no authority %s", id)
 }
 
 // NextEvent is the earliest time Advance would change something, or zero.
@@ -154,6 +198,9 @@ func (s RotationState) NextEvent() time.Time {
 		case PhaseRetiring:
 			consider(a.RetireAt)
 		}
+		for _, o := range a.OldIntermediates {
+			consider(o.RetireAt)
+		}
 	}
 	return next
 }
@@ -161,6 +208,11 @@ func (s RotationState) NextEvent() time.Time {
 func (s RotationState) validate() error {
 	active := 0
 	for _, a := range s.Authorities {
+		for _, n := range append([]string{a.Intermediate}, oldNames(a)...) {
+			if n != "" && !validIntermediateName(n) {
+				return fmt.Errorf("ca: state: authority %s names intermediate %q", a.ID, n)
+			}
+		}
 		switch a.Phase {
 		case PhaseActive:
 			active++
@@ -173,6 +225,14 @@ func (s RotationState) validate() error {
 		return fmt.Errorf("ca: state: want exactly one active authority, found %d", active)
 	}
 	return nil
+}
+
+func oldNames(a AuthorityState) []string {
+	var out []string
+	for _, o := range a.OldIntermediates {
+		out = append(out, o.Name)
+	}
+	return out
 }
 
 func (s RotationState) clone() RotationState {

@@ -26,6 +26,10 @@ type caCollector struct {
 	nextEvent    *prometheus.Desc
 	phaseEntered *prometheus.Desc
 	forced       *prometheus.Desc
+	interStart   *prometheus.Desc
+	nextStep     *prometheus.Desc
+	overdue      *prometheus.Desc
+	renewFails   *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*caCollector)(nil)
@@ -51,11 +55,21 @@ func newCACollector(c *ca.CA) *caCollector {
 			"When each authority entered its current phase (prepared or activated), as a Unix timestamp.", []string{"authority"}, nil),
 		forced: prometheus.NewDesc("certmesh_ca_rotation_forced_total",
 			"Root switches an operator forced past lagging watchers (`certmesh ca rotate --force`) since this process started.", nil, nil),
+		interStart: prometheus.NewDesc("certmesh_ca_intermediate_not_before_timestamp_seconds",
+			"NotBefore of each authority's signing intermediate, as a Unix timestamp (with the expiry: how far through its life it is).", []string{"authority"}, nil),
+		nextStep: prometheus.NewDesc("certmesh_ca_next_rotation_timestamp_seconds",
+			"When each authority next moves (step: activate root, retire root, renew intermediate, retire old intermediate), as a Unix timestamp.",
+			[]string{"authority", "step"}, nil),
+		overdue: prometheus.NewDesc("certmesh_ca_rotation_overdue_seconds",
+			"How long the earliest due rotation step has not happened (held by lagging watchers, or failing); 0 when none is due.", nil, nil),
+		renewFails: prometheus.NewDesc("certmesh_ca_intermediate_renewal_failures_total",
+			"Automatic intermediate renewals that failed (and are retried) since this process started.", nil, nil),
 	}
 }
 
 func (c *caCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.rootExpiry, c.interExpiry, c.phase, c.nextEvent, c.phaseEntered, c.forced} {
+	for _, d := range []*prometheus.Desc{c.rootExpiry, c.interExpiry, c.phase, c.nextEvent, c.phaseEntered, c.forced,
+		c.interStart, c.nextStep, c.overdue, c.renewFails} {
 		ch <- d
 	}
 }
@@ -65,6 +79,10 @@ func (c *caCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, a := range st.Authorities {
 		ch <- prometheus.MustNewConstMetric(c.rootExpiry, prometheus.GaugeValue, float64(a.RootNotAfter.Unix()), a.ID)
 		ch <- prometheus.MustNewConstMetric(c.interExpiry, prometheus.GaugeValue, float64(a.IntermediateEnd.Unix()), a.ID)
+		ch <- prometheus.MustNewConstMetric(c.interStart, prometheus.GaugeValue, float64(a.IntermediateStart.Unix()), a.ID)
+		if !a.NextStep.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.nextStep, prometheus.GaugeValue, float64(a.NextStep.Unix()), a.ID, a.NextStepKind)
+		}
 		for _, p := range phases {
 			v := 0.0
 			if a.Phase == p {
@@ -81,6 +99,8 @@ func (c *caCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.forced, prometheus.CounterValue, float64(st.ForcedActivations))
+	ch <- prometheus.MustNewConstMetric(c.overdue, prometheus.GaugeValue, st.Overdue.Seconds())
+	ch <- prometheus.MustNewConstMetric(c.renewFails, prometheus.CounterValue, float64(st.RenewalFailures))
 	if !st.NextEvent.IsZero() {
 		ch <- prometheus.MustNewConstMetric(c.nextEvent, prometheus.GaugeValue, float64(st.NextEvent.Unix()))
 	}

@@ -21,13 +21,19 @@ func TestMetricsShowAuthoritiesAndRotationPhase(t *testing.T) {
 	root := srv.CA.Status().Authorities[0]
 	require.Equal(t, float64(root.RootNotAfter.Unix()), got["certmesh_ca_root_expiry_timestamp_seconds"][0].GetGauge().GetValue())
 	require.Equal(t, map[string]float64{"prepared": 0, "active": 1, "retiring": 0}, phaseOf(got, root.ID))
-	require.Empty(t, got["certmesh_ca_rotation_next_event_timestamp_seconds"], "nothing pending before a rotation")
+	require.Len(t, got["certmesh_ca_rotation_next_event_timestamp_seconds"], 1, "the intermediate's renewal is always planned")
+	require.Equal(t, float64(root.NextStep.Unix()), got["certmesh_ca_rotation_next_event_timestamp_seconds"][0].GetGauge().GetValue())
+	require.Len(t, got["certmesh_ca_next_rotation_timestamp_seconds"], 1)
+	require.Equal(t, "renew intermediate", labelsOf(got["certmesh_ca_next_rotation_timestamp_seconds"][0])["step"])
+	require.Equal(t, 0.0, got["certmesh_ca_rotation_overdue_seconds"][0].GetGauge().GetValue())
+	require.Len(t, got["certmesh_ca_intermediate_not_before_timestamp_seconds"], 1)
 
 	_, err = srv.CA.Rotate()
 	require.NoError(t, err)
 	got = gather(t, reg)
 	require.Len(t, got["certmesh_ca_root_expiry_timestamp_seconds"], 2)
-	require.Len(t, got["certmesh_ca_rotation_next_event_timestamp_seconds"], 1, "the activation is pending")
+	require.Len(t, got["certmesh_ca_rotation_next_event_timestamp_seconds"], 1)
+	require.Len(t, got["certmesh_ca_next_rotation_timestamp_seconds"], 2, "the activation and the old root's intermediate renewal")
 	next := srv.CA.Status().Authorities[1]
 	require.Equal(t, map[string]float64{"prepared": 1, "active": 0, "retiring": 0}, phaseOf(got, next.ID))
 }
@@ -41,6 +47,14 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string][]*dto.Metric {
 		out[mf.GetName()] = mf.GetMetric()
 	}
 	return out
+}
+
+func labelsOf(m *dto.Metric) map[string]string {
+	labels := map[string]string{}
+	for _, l := range m.GetLabel() {
+		labels[l.GetName()] = l.GetValue()
+	}
+	return labels
 }
 
 func phaseOf(got map[string][]*dto.Metric, authority string) map[string]float64 {

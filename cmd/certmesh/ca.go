@@ -118,7 +118,7 @@ func caInspect(ctx context.Context, args []string, out io.Writer) error {
 		if serr != nil {
 			return serr
 		}
-		st = snapshotStatus(snap)
+		st = snap.Status(time.Now())
 	} else if err != nil {
 		return err
 	}
@@ -130,40 +130,59 @@ func caInspect(ctx context.Context, args []string, out io.Writer) error {
 	return printStatus(out, st)
 }
 
-func snapshotStatus(s *ca.Snapshot) ca.Status {
-	st := ca.Status{TrustDomain: s.TrustDomain.Name(), Phase: s.State.CurrentPhase(), NextEvent: s.State.NextEvent()}
-	for i, a := range s.State.Authorities {
-		r := s.Roots[i]
-		st.Authorities = append(st.Authorities, ca.AuthorityInfo{AuthorityState: a, RootSubject: r.Root.Subject.String(),
-			RootNotAfter: r.Root.NotAfter, IntermediateEnd: r.Intermediate.NotAfter})
-	}
-	return st
-}
-
 func printStatus(out io.Writer, st ca.Status) error {
 	fmt.Fprintf(out, "trust domain: %s\nrotation:     %s\n", st.TrustDomain, st.Phase)
 	if !st.NextEvent.IsZero() {
 		fmt.Fprintf(out, "next step:    %s\n", st.NextEvent.Format(time.RFC3339))
 	}
+	if st.Overdue > 0 {
+		fmt.Fprintf(out, "overdue:      %s past its time\n", st.Overdue.Round(time.Second))
+	}
 	if st.WaitingGate || st.Lagging > 0 {
 		fmt.Fprintf(out, "waiting:      %d watchers do not hold the new root yet; signing switches when none lag\n", st.Lagging)
 	}
+	if st.RenewalFailures > 0 {
+		fmt.Fprintf(out, "failures:     %d intermediate renewals failed since start (see the log)\n", st.RenewalFailures)
+	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "AUTHORITY\tPHASE\tROOT NOT AFTER\tINTERMEDIATE NOT AFTER\tROOT")
+	fmt.Fprintln(tw, "AUTHORITY\tPHASE\tROOT NOT AFTER\tINTERMEDIATE NOT AFTER\tNEXT STEP\tROOT")
 	for _, a := range st.Authorities {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Phase, a.RootNotAfter.Format(time.RFC3339), a.IntermediateEnd.Format(time.RFC3339), a.RootSubject)
+		next := "-"
+		if !a.NextStep.IsZero() {
+			next = a.NextStepKind + " at " + a.NextStep.Format(time.RFC3339)
+		}
+		if a.NotRenewable != "" && a.Phase != ca.PhaseRetiring {
+			next += " (intermediate not renewed: " + a.NotRenewable + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s (%s left)\t%s\t%s\t%s\n", a.ID, a.Phase, a.RootNotAfter.Format(time.RFC3339),
+			remaining(a.RootNotAfter), a.IntermediateEnd.Format(time.RFC3339), next, a.RootSubject)
 	}
 	return tw.Flush()
 }
 
-// caRotate starts a rotation on the running server, or on the directory if
-// no server runs (it then takes the lock itself). With --force it instead
+// remaining is how long until t, in days once it is more than two.
+func remaining(t time.Time) string {
+	d := time.Until(t)
+	switch {
+	case d <= 0:
+		return "expired"
+	case d > 48*time.Hour:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+	return d.Round(time.Second).String()
+}
+
+// caRotate starts a root rotation on the running server, or on the directory
+// if no server runs (it then takes the lock itself); `--root` says so
+// explicitly, plain `ca rotate` is its alias. With --force it instead
 // activates the running server's prepared root that lagging watchers hold.
 func caRotate(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("ca rotate", flag.ContinueOnError)
 	dir := fs.String("dir", stateDirDefault(), "state directory")
 	overlap := fs.Duration("rotation-overlap", ca.DefaultOverlap, "when no server runs: how long the new root is published before it signs")
 	force := fs.Bool("force", false, "activate the prepared root now although watchers lag (the server logs and counts it); starts no new rotation")
+	_ = fs.Bool("root", false, "start a root rotation: a new root and intermediate, published first, signing after the overlap and the watchers' acknowledgement "+
+		"(what plain `ca rotate` does; intermediates are renewed automatically, see --ca-ttl)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -213,6 +232,7 @@ func rotateOffline(dir string, overlap time.Duration) (ca.AuthorityState, error)
 		return ca.AuthorityState{}, err
 	}
 	defer lock.Unlock()
+	// No KeyType: the new root keeps the current root's type.
 	c, err := ca.New(ca.Config{Dir: caDir(dir), TrustDomain: snap.TrustDomain, RotationOverlap: overlap})
 	if err != nil {
 		return ca.AuthorityState{}, err

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -93,4 +94,31 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestCARotateOfflineKeepsKeyType: `ca rotate` on a stopped server's
+// directory once turned an RSA-4096 CA into EC P-256; the new root and
+// intermediate must keep the CA's key type, with or without --root.
+func TestCARotateOfflineKeepsKeyType(t *testing.T) {
+	if testing.Short() {
+		t.Skip("RSA-4096 key generation")
+	}
+	dir := t.TempDir()
+	var out bytes.Buffer
+	require.NoError(t, caInit([]string{"--dir", dir, "--trust-domain", "example.org", "--key-type", "rsa-4096"}, &out))
+	require.NoError(t, caRotate(context.Background(), []string{"--dir", dir, "--root"}, &out))
+	snap, err := ca.ReadSnapshot(caDir(dir))
+	require.NoError(t, err)
+	require.Len(t, snap.Roots, 2)
+	for _, a := range snap.Roots {
+		for _, c := range []*x509.Certificate{a.Root, a.Intermediate} {
+			kt, err := ca.KeyTypeOf(c.PublicKey)
+			require.NoError(t, err)
+			require.Equal(t, ca.KeyRSA4096, kt, c.Subject.String())
+		}
+	}
+	out.Reset()
+	require.NoError(t, caInspect(context.Background(), []string{"--dir", dir}, &out))
+	require.Contains(t, out.String(), "activate root at")
+	require.Contains(t, out.String(), "renew intermediate at")
 }

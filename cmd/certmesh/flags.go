@@ -65,6 +65,7 @@ type serverFlags struct {
 	svidTTL       time.Duration
 	maxTTL        time.Duration
 	overlap       time.Duration
+	caTTL         time.Duration
 	metrics       string
 	dnsNames      string
 	istioCompat   bool
@@ -76,10 +77,13 @@ func (s *serverFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.trustDomain, "trust-domain", "", "SPIFFE trust domain, e.g. example.org (required)")
 	fs.StringVar(&s.registrations, "registrations", "", "registrations file (YAML) mapping workloads to SPIFFE IDs")
 	fs.StringVar(&s.listen, "listen", server.DefaultListen, "address of the CA's gRPC (TLS) listener")
-	fs.StringVar(&s.keyType, "key-type", string(ca.KeyECP256), "CA key type: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096")
+	fs.StringVar(&s.keyType, "key-type", "", "key type of new roots: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096 (default: ec-p256 for a new CA, the current root's type for a rotation; a renewed intermediate keeps its predecessor's)")
 	fs.DurationVar(&s.svidTTL, "svid-ttl", ca.DefaultTTL, "default SVID lifetime (at least 1m)")
 	fs.DurationVar(&s.maxTTL, "max-ttl", ca.DefaultMaxTTL, "longest SVID lifetime; longer requests are clamped")
 	fs.DurationVar(&s.overlap, "rotation-overlap", ca.DefaultOverlap, "how long a new root is published before it signs")
+	fs.DurationVar(&s.caTTL, "ca-ttl", ca.DefaultIntermediateTTL, "lifetime of the signing intermediate, renewed automatically under the same root at half life; "+
+		"at least 2 x --max-ttl so no SVID is ever shortened. The default week (SPIRE: 24h for 1h SVIDs) fits the 24h --max-ttl twice over "+
+		"and leaves half a week to notice a failing renewal")
 	fs.StringVar(&s.metrics, "metrics", "", "address for /metrics, /healthz and /readyz (off when empty)")
 	fs.StringVar(&s.dnsNames, "server-dns-names", "", "comma-separated DNS names for the CA listener's certificate, beside localhost and the loopback IPs (default with --kubernetes: certmesh.<namespace>.svc and certmesh.<namespace>.svc.<cluster domain>)")
 	fs.BoolVar(&s.istioCompat, "istio-compat", false, "stand in for istiod's CA: serve as "+wire.IstioCAServiceName+" and, with --kubernetes, publish the bundle as ConfigMap "+wire.IstioRootCertConfigMap+" in every namespace")
@@ -96,9 +100,11 @@ func (s *serverFlags) config(log *slog.Logger, hup <-chan os.Signal) (server.Con
 	if err != nil {
 		return server.Config{}, fmt.Errorf("--trust-domain %q: %w", s.trustDomain, err)
 	}
-	kt, err := ca.ParseKeyType(s.keyType)
-	if err != nil {
-		return server.Config{}, fmt.Errorf("--key-type: %w", err)
+	var kt ca.KeyType
+	if s.keyType != "" {
+		if kt, err = ca.ParseKeyType(s.keyType); err != nil {
+			return server.Config{}, fmt.Errorf("--key-type: %w", err)
+		}
 	}
 	if s.svidTTL < ca.MinTTL {
 		return server.Config{}, fmt.Errorf("--svid-ttl %v: must be at least %v", s.svidTTL, ca.MinTTL)
@@ -106,9 +112,12 @@ func (s *serverFlags) config(log *slog.Logger, hup <-chan os.Signal) (server.Con
 	if s.maxTTL < s.svidTTL {
 		return server.Config{}, fmt.Errorf("--max-ttl %v: must be at least --svid-ttl %v", s.maxTTL, s.svidTTL)
 	}
+	if s.caTTL < 2*s.maxTTL {
+		return server.Config{}, fmt.Errorf("--ca-ttl %v: must be at least twice --max-ttl (%v), so that an intermediate renewed at half life never shortens an SVID; raise --ca-ttl or lower --max-ttl", s.caTTL, 2*s.maxTTL)
+	}
 	return server.Config{
 		Dir: s.dir, TrustDomain: td, Listen: s.listen, ServerDNSNames: s.servingDNSNames(nil),
-		CA:                ca.Config{KeyType: kt, DefaultTTL: s.svidTTL, MaxTTL: s.maxTTL, RotationOverlap: s.overlap},
+		CA:                ca.Config{KeyType: kt, DefaultTTL: s.svidTTL, MaxTTL: s.maxTTL, RotationOverlap: s.overlap, IntermediateTTL: s.caTTL},
 		RegistrationsFile: server.RegistrationsFileConfig{Path: s.registrations, Reload: hup},
 		MetricsAddr:       s.metrics, Registerer: server.NewRegistry(), Logger: log,
 	}, nil

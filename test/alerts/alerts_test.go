@@ -27,7 +27,8 @@ var wantAlerts = []string{
 	"CertmeshACMEOrdersFailing",           // repeated ACME failures
 	"CertmeshCARootExpiringSoon",          // CA or root nearing expiry
 	"CertmeshCAIntermediateExpiringSoon",
-	"CertmeshCARotationStuck",          // rotation stuck
+	"CertmeshCARotationStuck", // rotation stuck or overdue
+	"CertmeshCAIntermediateRenewalFailing",
 	"CertmeshRegistrationsEditRefused", // an edit of the registrations file not in force
 }
 
