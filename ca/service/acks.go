@@ -89,6 +89,14 @@ func (s *Service) authenticateAgent(ctx context.Context) (string, error) {
 	case strings.HasPrefix(token, identity.JoinTokenPrefix):
 		return "", fmt.Errorf("%w: a join token was presented (node agents report with their SVID)", errAckNotAgent)
 	}
+	var svid string
+	if p, ok := peerSVID(ctx); ok && p.Presented {
+		svid = p.ID.String()
+	}
+	now := s.cfg.Clock.Now()
+	if slot, ok := s.acks.lookup(token, svid, now); ok {
+		return slot, nil
+	}
 	caller, err := s.authenticate(ctx)
 	if err != nil {
 		return "", err
@@ -96,7 +104,9 @@ func (s *Service) authenticateAgent(ctx context.Context) (string, error) {
 	if caller.Instance == "" {
 		return "", fmt.Errorf("%w: %s (%s) is bound to no pod", errAckNotAgent, caller.ID, caller.Attestor)
 	}
-	return ackSlot(caller), nil
+	slot := ackSlot(caller)
+	s.acks.remember(token, svid, slot, now)
+	return slot, nil
 }
 
 // ackSlot names a workload-mode agent's slot. '#' cannot occur in a SPIFFE

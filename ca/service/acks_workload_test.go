@@ -128,3 +128,28 @@ func TestAckWorkloadModeRefusals(t *testing.T) {
 	_, err = f.dial(t, nil).CreateCertificate(bearer(joinToken), &pb.IstioCertificateRequest{Csr: csrPEM(t, key, "")})
 	require.NoError(t, err, "the refused report did not spend the join token")
 }
+
+// countingPods is fakePods counting its attestations.
+type countingPods struct{ n *int }
+
+func (c countingPods) Attest(ctx context.Context, cred identity.Credential) (identity.Identity, error) {
+	*c.n++
+	return fakePods{}.Attest(ctx, cred)
+}
+
+// TestAckWorkloadTokenReviewedOncePerMinute: a pod's heartbeats do not cost
+// a TokenReview each; the token is attested again once a minute has passed.
+func TestAckWorkloadTokenReviewedOncePerMinute(t *testing.T) {
+	reviews := 0
+	f := newFixtureWith(t, func(c *service.Config) { c.Attestor = identity.Chain{countingPods{&reviews}, c.Attestor} })
+	for range 5 {
+		require.NoError(t, f.reportWithToken(t, nil, "pod:uid-1", f.currentReport("a", 0, 1)))
+		f.ca.Clock.Step(10 * time.Second)
+	}
+	require.Equal(t, 1, reviews, "five heartbeats within a minute, one review")
+	f.ca.Clock.Step(20 * time.Second)
+	require.NoError(t, f.reportWithToken(t, nil, "pod:uid-1", f.currentReport("a", 0, 1)))
+	require.Equal(t, 2, reviews, "reviewed again after a minute")
+	require.NoError(t, f.reportWithToken(t, nil, "pod:uid-2", f.currentReport("a", 0, 1)))
+	require.Equal(t, 3, reviews, "another pod's token is reviewed on its own")
+}

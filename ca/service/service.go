@@ -74,6 +74,8 @@ type Service struct {
 	pb.UnimplementedIstioCertificateServiceServer
 	cfg   Config
 	limit *limiter
+	// acks spares workload agents' heartbeats a TokenReview each.
+	acks ackTokens
 }
 
 // New checks cfg and fills defaults.
