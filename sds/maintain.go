@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -103,7 +104,9 @@ func (a *Agent) maintain(ctx context.Context, s slot) {
 			a.notify()
 			a.checkReady()
 			wake = RotateAt(now, svid.Certificates[0].NotAfter, 2*a.cfg.Jitter()-1)
-			a.cfg.Logger.Debug("SVID renewed", attrID, svid.ID.String(), "not_after", svid.Certificates[0].NotAfter, "next", wake)
+			if a.cfg.Logger.Enabled(ctx, slog.LevelDebug) { // not even the attributes at info
+				a.cfg.Logger.Debug("SVID renewed", attrID, svid.ID.String(), "not_after", svid.Certificates[0].NotAfter, "next", wake)
+			}
 		} else {
 			if ctx.Err() != nil {
 				return
@@ -169,8 +172,15 @@ func (a *Agent) expireIfDue(s slot, now time.Time) time.Time {
 	return time.Time{}
 }
 
-// renew makes a new key and gets it signed with the best credential at hand.
+// renew makes a new key and gets it signed with the best credential at hand,
+// once one of MaxInFlight slots is free.
 func (a *Agent) renew(ctx context.Context, s slot) (*x509svid.SVID, error) {
+	select {
+	case a.inflight <- struct{}{}:
+		defer func() { <-a.inflight }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), a.cfg.Rand)
 	if err != nil {
 		return nil, fmt.Errorf("sds: key: %w", err)
