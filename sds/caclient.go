@@ -3,7 +3,6 @@ package sds
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -132,7 +131,7 @@ type signRequest struct {
 
 // sign sends a CSR for req.key and checks the answer before returning it.
 func (c *caClient) sign(ctx context.Context, req signRequest) (*x509svid.SVID, error) {
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, req.key)
+	csr, err := newCSR(req.key)
 	if err != nil {
 		return nil, fmt.Errorf("sds: CSR: %w", err)
 	}
