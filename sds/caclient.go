@@ -46,6 +46,38 @@ type caClient struct {
 	plain    *grpc.ClientConn
 	mtls     *grpc.ClientConn
 	mtlsSVID *x509svid.SVID
+
+	caCerts parsedCerts
+}
+
+// parsedCerts keeps the CA certificates of recent answers, parsed, by their
+// PEM text: every answer carries the same root (and intermediates) until a
+// rotation, and parsing them again was a tenth of the agent's work per
+// SVID. Same text, same certificate; the leaf is always parsed, and the
+// chain is verified against the bundle as before.
+type parsedCerts struct {
+	mu sync.Mutex
+	m  map[string]*x509.Certificate
+}
+
+// maxParsedCerts bounds the cache: a few roots and intermediates across a
+// rotation, never one per answer.
+const maxParsedCerts = 8
+
+func (p *parsedCerts) get(pemText string) (*x509.Certificate, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.m[pemText]
+	return c, ok
+}
+
+func (p *parsedCerts) put(pemText string, c *x509.Certificate) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil || len(p.m) >= maxParsedCerts {
+		p.m = map[string]*x509.Certificate{}
+	}
+	p.m[pemText] = c
 }
 
 func newCAClient(addr string, td spiffeid.TrustDomain, bundles x509bundle.Source) (*caClient, error) {
@@ -164,7 +196,14 @@ func (c *caClient) sign(ctx context.Context, req signRequest) (*x509svid.SVID, e
 // intermediates; the root stays in the bundle) and verifies it.
 func (c *caClient) parseAnswer(chain []string, req signRequest) (*x509svid.SVID, error) {
 	var certs []*x509.Certificate
-	for _, p := range chain {
+	for i, p := range chain {
+		if i > 0 {
+			if cert, ok := c.caCerts.get(p); ok {
+				certs = append(certs, cert)
+				continue
+			}
+		}
+		n := len(certs)
 		rest := []byte(p)
 		for {
 			var b *pem.Block
@@ -176,6 +215,9 @@ func (c *caClient) parseAnswer(chain []string, req signRequest) (*x509svid.SVID,
 				return nil, fmt.Errorf("%w: %v", ErrBadAnswer, err)
 			}
 			certs = append(certs, cert)
+		}
+		if i > 0 && len(certs) == n+1 {
+			c.caCerts.put(p, certs[n])
 		}
 	}
 	if len(certs) < 2 {
