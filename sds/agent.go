@@ -106,10 +106,10 @@ type EdgeSource interface {
 // Agent keeps SVIDs and bundles fresh and is the Source of the SDS and
 // Workload API handlers. Safe for concurrent use.
 type Agent struct {
-	cfg      Config
-	client   *caClient
-	metrics  *metrics
-	inflight chan struct{} // a slot per request at the CA (MaxInFlight)
+	cfg     Config
+	client  *caClient
+	metrics *metrics
+	work    chan func() // renewals, for the MaxInFlight workers
 
 	bundle    atomic.Pointer[x509bundle.Bundle]
 	jwtBundle atomic.Pointer[jwtbundle.Bundle]
@@ -170,7 +170,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, svids: map[spiffeid.ID]*x509svid.SVID{}, wanted: map[spiffeid.ID]bool{},
 		changed: make(chan struct{}), ready: make(chan struct{}),
 		metrics: newMetrics(cfg.Registerer), acks: newWatcherAcks(), instance: hex.EncodeToString(inst),
-		inflight: make(chan struct{}, cfg.MaxInFlight)}
+		work: make(chan func())}
 	for _, id := range cfg.Workloads {
 		a.wanted[id] = false
 	}
@@ -190,6 +190,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { a.watchBundles(ctx); return nil })
 	g.Go(func() error { a.reportAcks(ctx); return nil })
+	a.runWorkers(ctx, g)
 	g.Go(func() error { a.maintain(ctx, a.ownSlot()); return nil })
 	a.startSlots(ctx)
 	if a.cfg.Edge != nil {
