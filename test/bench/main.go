@@ -178,17 +178,17 @@ func goTest(timeout time.Duration, args ...string) ([]byte, error) {
 	return stdout.Bytes(), err
 }
 
-// summarizeProfile is the top of a CPU profile, by flat and by cumulative time.
+// summarizeProfile is the top of a CPU profile by cumulative time, without
+// the goroutine wrappers and the crypto internals (their callers show).
 func summarizeProfile(path string) profile {
 	p := profile{name: filepath.Base(path)}
-	for _, mode := range [][]string{{"-top"}, {"-top", "-cum"}} {
-		out, err := exec.Command("go", append(append([]string{"tool", "pprof"}, mode...), "-nodecount", "15", path)...).Output()
-		if err != nil {
-			p.err = err
-			return p
-		}
-		p.top = append(p.top, trimProfileHeader(string(out)))
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount", "25",
+		"-hide", `^(sync|golang\.org/x/sync/errgroup|runtime)\.|^crypto/internal/|^p256`, path).Output()
+	if err != nil {
+		p.err = err
+		return p
 	}
+	p.top = append(p.top, trimProfileHeader(string(out)))
 	return p
 }
 

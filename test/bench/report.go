@@ -25,7 +25,7 @@ type section struct {
 // profile is a summary of one CPU profile the job wrote.
 type profile struct {
 	name string
-	top  []string // `go tool pprof -top`, then -top -cum
+	top  []string // `go tool pprof -top -cum` outputs
 	err  error
 }
 
