@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,6 +39,7 @@ func BenchmarkBulkIssuance(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/entries=%d", mode, n), func(b *testing.B) {
 				regs := bulkRegistrations(b, n)
 				caFloor, agentFloor := bulkFloors(b, 300)
+				load := loadAvg(b)
 				var r bulkRun
 				for b.Loop() {
 					if mode == "dev" {
@@ -57,6 +59,7 @@ func BenchmarkBulkIssuance(b *testing.B) {
 				b.ReportMetric(caFloor, "floor-ca-us/svid")
 				b.ReportMetric(agentFloor, "floor-agent-us/svid")
 				b.ReportMetric(perSVID(r.caCPU+r.agentCPU)/(caFloor+agentFloor), "cpu-vs-floor")
+				b.ReportMetric(load, "loadavg-1m") // what else ran: wall time is only comparable at like load
 			})
 		}
 	}
@@ -186,4 +189,17 @@ func threadCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loadAvg is the machine's one-minute load average (/proc/loadavg).
+func loadAvg(b *testing.B) float64 {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, err := strconv.ParseFloat(strings.Fields(string(data))[0], 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
 }
