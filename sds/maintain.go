@@ -144,8 +144,14 @@ func (a *Agent) revoked(s slot, err error) {
 		return
 	}
 	if s.own {
+		// The workloads' SVIDs were granted to this node; a node the CA
+		// refuses (evicted, banned) is refused them too. Without this, a
+		// workload slot that had not renewed yet waited for a node SVID
+		// that never came and kept serving until expiry
+		// (TestAgentStopsServingWhatTheCARefuses failed 6 times in 20).
 		a.mu.Lock()
 		a.own = nil
+		clear(a.svids)
 		a.mu.Unlock()
 	} else {
 		s.store(nil)
