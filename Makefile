@@ -6,7 +6,7 @@ FUZZTIME ?= 5s
 export CERTMESH_TOOLS := $(TOOLS)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build run demo test tools lint unit alerts fuzz bench drill proto
+.PHONY: all build run demo test tools lint unit alerts fuzz bench bench-bulk drill proto
 
 all: build
 
@@ -65,6 +65,10 @@ fuzz:
 # BENCHMARKS.md: every figure with its method and a baseline from the same run.
 bench: tools
 	$(GO) run ./test/bench -o BENCHMARKS.md
+
+# Only the bulk-issuance section (about two minutes), spliced into BENCHMARKS.md.
+bench-bulk:
+	$(GO) run ./test/bench -only bulk -splice -o BENCHMARKS.md
 
 # The encrypted chain on one machine (Pebble, certmesh dev, ghostunnel
 # proxies as two uids, a plain app); prints the curl line to paste. Needs root.

@@ -6,10 +6,12 @@ import (
 	"crypto/elliptic"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -103,7 +105,9 @@ func (a *Agent) maintain(ctx context.Context, s slot) {
 			a.notify()
 			a.checkReady()
 			wake = RotateAt(now, svid.Certificates[0].NotAfter, 2*a.cfg.Jitter()-1)
-			a.cfg.Logger.Debug("SVID renewed", attrID, svid.ID.String(), "not_after", svid.Certificates[0].NotAfter, "next", wake)
+			if a.cfg.Logger.Enabled(ctx, slog.LevelDebug) { // not even the attributes at info
+				a.cfg.Logger.Debug("SVID renewed", attrID, svid.ID.String(), "not_after", svid.Certificates[0].NotAfter, "next", wake)
+			}
 		} else {
 			if ctx.Err() != nil {
 				return
@@ -140,8 +144,14 @@ func (a *Agent) revoked(s slot, err error) {
 		return
 	}
 	if s.own {
+		// The workloads' SVIDs were granted to this node; a node the CA
+		// refuses (evicted, banned) is refused them too. Without this, a
+		// workload slot that had not renewed yet waited for a node SVID
+		// that never came and kept serving until expiry
+		// (TestAgentStopsServingWhatTheCARefuses failed 6 times in 20).
 		a.mu.Lock()
 		a.own = nil
+		clear(a.svids)
 		a.mu.Unlock()
 	} else {
 		s.store(nil)
@@ -169,8 +179,51 @@ func (a *Agent) expireIfDue(s slot, now time.Time) time.Time {
 	return time.Time{}
 }
 
-// renew makes a new key and gets it signed with the best credential at hand.
+// renew has one of the MaxInFlight workers (runWorkers) make a new key and
+// get it signed with the best credential at hand.
+//
+// The work is not done on the slot's own goroutine: with thousands of
+// workloads, each of their goroutines grew its stack for the crypto and
+// gRPC calls (copystack) and the garbage collector scanned those stacks
+// while they slept, a fifth of the agent's CPU at start. The few workers
+// keep their grown stacks; the slots' goroutines only sleep and wait.
 func (a *Agent) renew(ctx context.Context, s slot) (*x509svid.SVID, error) {
+	type result struct {
+		svid *x509svid.SVID
+		err  error
+	}
+	done := make(chan result, 1)
+	job := func() {
+		svid, err := a.renewNow(ctx, s)
+		done <- result{svid, err}
+	}
+	select {
+	case a.work <- job:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	r := <-done // a worker that took the job always finishes it
+	return r.svid, r.err
+}
+
+// runWorkers runs the MaxInFlight workers that renew until ctx ends.
+func (a *Agent) runWorkers(ctx context.Context, g *errgroup.Group) {
+	for range a.cfg.MaxInFlight {
+		g.Go(func() error {
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case job := <-a.work:
+					job()
+				}
+			}
+		})
+	}
+}
+
+// renewNow makes a new key and gets it signed with the best credential at hand.
+func (a *Agent) renewNow(ctx context.Context, s slot) (*x509svid.SVID, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), a.cfg.Rand)
 	if err != nil {
 		return nil, fmt.Errorf("sds: key: %w", err)

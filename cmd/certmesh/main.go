@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -42,11 +43,40 @@ func commands() []command {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := dispatch(ctx, os.Args[1:], os.Stdout); err != nil {
+	stopProfile := startCPUProfile(os.Getenv(cpuProfileEnv))
+	err := dispatch(ctx, os.Args[1:], os.Stdout)
+	stopProfile()
+	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "certmesh:", err)
 		}
 		os.Exit(2)
+	}
+}
+
+// cpuProfileEnv names a file to write a CPU profile (pprof) of the whole run
+// to, written when the command returns (Ctrl-C included). The bulk-issuance
+// benchmark (test/agent) uses it on real processes; it is a diagnostic, off
+// unless set.
+const cpuProfileEnv = "CERTMESH_CPUPROFILE"
+
+func startCPUProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "certmesh: "+cpuProfileEnv+":", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
 	}
 }
 

@@ -174,7 +174,7 @@ func TestSecondServerOnSameDirRefused(t *testing.T) {
 	require.Contains(t, string(out), "in use by another certmesh server")
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

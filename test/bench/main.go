@@ -32,7 +32,18 @@ type job struct {
 	benchtime string
 	// compare lists the baseline ratios to compute from the results.
 	compare []compare
+	// args are passed to the test binary after the package.
+	args []string
+	// profiles: the job writes CPU profiles (*.pprof) into profileDir, and
+	// the report shows the top functions of those named in summarize.
+	profiles []string
 }
+
+// profileDir keeps the bulk-issuance CPU profiles beside the report; it is
+// ignored by git (binary, ~15-45 KB each, changing with every run): the
+// report carries a `go tool pprof -top` summary of each instead, and the
+// files are there to open with `go tool pprof -http` after a run.
+const profileDir = "test/bench/profiles"
 
 // compare is "a is x times b" for one unit, both from the same run.
 type compare struct {
@@ -71,7 +82,22 @@ func jobs() []job {
 		{title: "ACME issuance against Pebble", pkg: "./edge/", bench: "^Benchmark(Issuance|HundredAtOnce)$", benchtime: "20x",
 			method:  "A real Pebble and challtestsrv on loopback: one order end to end per iteration (median of 20) for HTTP-01 and DNS-01; then 100 certificates requested at once (wall time, orders placed: must be 100).",
 			compare: []compare{{"DNS-01 vs HTTP-01 median", "BenchmarkIssuance/dns-01", "BenchmarkIssuance/http-01", "ms/issue-median"}}},
+		bulkJob(),
 	}
+}
+
+// bulkJob is issue 17's measure: N registration entries present at start,
+// to every SVID held by the agent.
+func bulkJob() job {
+	return job{title: "Bulk issuance at start", pkg: "./test/agent/", bench: "^BenchmarkBulkIssuance$", benchtime: "1x",
+		method:   "N registration entries (one uid each, `nodes: [\"*\"]`) present before start; wall time from starting the agent to its ready line with all N SVIDs held — `certmesh dev` (CA and agent in one process), and `certmesh agent` against an already running `certmesh server` — and each process's CPU (utime+stime from /proc) per SVID. Floors timed in the same run as CPU time of one thread: `floor-ca` = bare `x509.CreateCertificate` + parsing and checking a CSR, `floor-agent` = a P-256 key + a CSR; `cpu-vs-floor` = all processes' CPU per SVID over the sum of both floors. Wall time and SVIDs/s depend on what else the machine runs (`loadavg-1m`, read before each start; on 2 cores, anything above 2 means certmesh waited for a core); CPU per SVID much less. `go run ./test/bench -only bulk -splice` (`make bench-bulk`) reruns this section alone, in place.",
+		args:     []string{"-bulk.profiles"},
+		profiles: []string{"dev-5000", "server-5000", "agent-5000"},
+		compare: []compare{
+			{"dev: CPU per SVID at 5,000 vs 1,000 entries (cpu-us/svid)", "BenchmarkBulkIssuance/dev/entries=5000", "BenchmarkBulkIssuance/dev/entries=1000", "cpu-us/svid"},
+			{"5,000 entries: server+agent vs dev (cpu-us/svid)", "BenchmarkBulkIssuance/server+agent/entries=5000", "BenchmarkBulkIssuance/dev/entries=5000", "cpu-us/svid"},
+			{"5,000 entries: server+agent vs dev (svid/s)", "BenchmarkBulkIssuance/server+agent/entries=5000", "BenchmarkBulkIssuance/dev/entries=5000", "svid/s"},
+		}}
 }
 
 func main() {
@@ -79,17 +105,18 @@ func main() {
 	benchtime := flag.String("benchtime", "2s", "default -benchtime for jobs that do not set their own")
 	only := flag.String("only", "", "run only the jobs whose title contains this (for a quick look)")
 	skipE2E := flag.Bool("skip-e2e", false, "leave out the end-to-end latency (needs root and the proxies)")
+	splice := flag.Bool("splice", false, "with -only: replace just the sections that ran in the existing report (each marked with its own date and commit) instead of writing a report of them alone")
 	flag.Parse()
-	if err := run(*out, *benchtime, *only, *skipE2E); err != nil {
+	if err := run(*out, *benchtime, *only, *skipE2E, *splice); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out, benchtime, only string, skipE2E bool) error {
+func run(out, benchtime, only string, skipE2E, splice bool) error {
 	var sections []section
 	for _, j := range jobs() {
-		if only != "" && !strings.Contains(j.title, only) {
+		if only != "" && !strings.Contains(strings.ToLower(j.title), strings.ToLower(only)) {
 			continue
 		}
 		bt := j.benchtime
@@ -97,8 +124,20 @@ func run(out, benchtime, only string, skipE2E bool) error {
 			bt = benchtime
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s (%s, -benchtime %s)\n", j.title, j.pkg, bt)
-		raw, err := goTest(90*time.Minute, "test", "-run", "^$", "-bench", j.bench, "-benchmem", "-benchtime", bt, "-timeout", "60m", j.pkg)
-		sections = append(sections, section{job: j, results: parseBench(bytes.NewReader(raw)), err: err, benchtime: bt})
+		args := []string{"test", "-run", "^$", "-bench", j.bench, "-benchmem", "-benchtime", bt, "-timeout", "60m", j.pkg}
+		if len(j.profiles) > 0 {
+			dir, err := filepath.Abs(profileDir)
+			if err != nil {
+				return err
+			}
+			args = append(args, append(j.args, dir)...)
+		}
+		raw, err := goTest(90*time.Minute, args...)
+		s := section{job: j, results: parseBench(bytes.NewReader(raw)), err: err, benchtime: bt}
+		for _, name := range j.profiles {
+			s.profiles = append(s.profiles, summarizeProfile(filepath.Join(profileDir, name+".pprof")))
+		}
+		sections = append(sections, s)
 	}
 	if !skipE2E && (only == "" || strings.Contains(e2eTitle, only)) {
 		sections = append(sections, e2eSection())
@@ -107,7 +146,15 @@ func run(out, benchtime, only string, skipE2E bool) error {
 	if err := writeReport(&buf, sections); err != nil {
 		return err
 	}
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+	report := buf.Bytes()
+	if splice {
+		old, err := os.ReadFile(out)
+		if err != nil {
+			return err
+		}
+		report = spliceSections(old, buf.Bytes())
+	}
+	if err := os.WriteFile(out, report, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", out)
@@ -129,6 +176,33 @@ func goTest(timeout time.Duration, args ...string) ([]byte, error) {
 	cmd.Stderr = os.Stderr
 	err := cmd.Run()
 	return stdout.Bytes(), err
+}
+
+// summarizeProfile is the top of a CPU profile by cumulative time, without
+// the goroutine wrappers and the crypto internals (their callers show).
+func summarizeProfile(path string) profile {
+	p := profile{name: filepath.Base(path)}
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount", "25",
+		"-hide", `^(sync|golang\.org/x/sync/errgroup|runtime)\.|^crypto/internal/|^p256`, path).Output()
+	if err != nil {
+		p.err = err
+		return p
+	}
+	p.top = append(p.top, trimProfileHeader(string(out)))
+	return p
+}
+
+// trimProfileHeader drops the lines that change with every build (file,
+// build ID, time) and keeps the duration, totals and table.
+func trimProfileHeader(s string) string {
+	var keep []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n")
 }
 
 const e2eTitle = "End-to-end request latency"
