@@ -87,7 +87,7 @@ func ParsePlugin(m PluginMaterial) (*Authority, error) {
 		return nil, err
 	}
 	if !keysMatch(cert.PublicKey, key) {
-		return nil, pluginErr(PartKey, ErrPluginKeyMismatch, "key of type %T, certificate %q", key.Public(), cert.Subject)
+		return nil, pluginErr(PartKey, ErrPluginKeyMismatch, "it is not the key of %q", cert.Subject)
 	}
 	chain := certs
 	if len(m.Chain) > 0 {
