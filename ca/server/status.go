@@ -46,6 +46,8 @@ type KubernetesStatus struct {
 	Leader                  bool                    `json:"leader"`
 	CASecretResourceVersion string                  `json:"caSecretResourceVersion"`
 	Acks                    cak8s.AckExchangeStatus `json:"acks"`
+	// PluginCA is the plug-in CA Secret's last result (on the leader).
+	PluginCA *cak8s.PluginStatus `json:"pluginCA,omitempty"`
 }
 
 // Status reports every part the server runs.
