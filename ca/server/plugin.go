@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/certmesh/certmesh/ca"
 	cak8s "github.com/certmesh/certmesh/ca/k8s"
@@ -65,4 +67,18 @@ func (s *Server) pluginStatus() *cak8s.PluginStatus {
 	}
 	st := s.kube.plugin.Status()
 	return &st
+}
+
+// ErrPluggedCA refuses `certmesh ca rotate --root` while a plug-in CA is
+// configured: the roots are the operator's, changed by replacing the
+// Secret; a root of certmesh's own would retire the plugged one, and the
+// watcher would plug it back in once it had left.
+var ErrPluggedCA = errors.New("server: the CA is plugged in from a Secret")
+
+func (s *Server) pluggedRefusesRotate() error {
+	k := s.cfg.Kubernetes
+	if k == nil || k.PluginCA == nil {
+		return nil
+	}
+	return fmt.Errorf("%w (%s/%s): rotate it by replacing the Secret", ErrPluggedCA, k.Namespace, k.PluginCA.Secret)
 }

@@ -79,6 +79,9 @@ func (s *Server) Rotate() (ca.AuthorityState, error) {
 	if err := s.leaderOnly("certmesh ca rotate"); err != nil {
 		return ca.AuthorityState{}, err
 	}
+	if err := s.pluggedRefusesRotate(); err != nil {
+		return ca.AuthorityState{}, err
+	}
 	return s.CA.Rotate()
 }
 

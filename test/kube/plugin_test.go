@@ -161,6 +161,8 @@ func TestPluginCATLS(t *testing.T) {
 	st := s.CA.Status()
 	require.Equal(t, ca.NotRenewableNoRootKey, st.Authorities[0].NotRenewable)
 	require.Equal(t, string(ca.PlugIntermediate), s.Status().Kubernetes.PluginCA.Outcome)
+	_, err = s.Rotate()
+	require.ErrorIs(t, err, server.ErrPluggedCA, "the roots are the operator's")
 }
 
 // TestPluginCAResourceNamesSuffice: rbac.yaml's rule naming only the
