@@ -39,7 +39,7 @@ type IntermediateLife struct {
 
 // Reasons an intermediate is not renewed automatically.
 const (
-	NotRenewableNoRootKey   = "no root key (bring-your-own CA): import a new intermediate"
+	NotRenewableNoRootKey   = "no root key (bring-your-own or plug-in CA): import a new intermediate, or replace the plug-in CA Secret"
 	NotRenewableRootExpires = "the root expires first: a new intermediate would end no later; rotate the root"
 )
 

@@ -58,6 +58,8 @@ type KubernetesConfig struct {
 	// tokens; Client, Metadata (from REST), TrustDomain, Clock and Logger are
 	// filled in, and Run keeps the attestor's caches.
 	ServiceAccountTokens *k8sid.Config
+	// PluginCA, when set, makes the CA the operator's (plugin.go).
+	PluginCA *PluginCAConfig
 }
 
 // kube is the Kubernetes part of a Server.
@@ -65,6 +67,7 @@ type kube struct {
 	state    *cak8s.State
 	acks     *cak8s.AckExchange
 	attestor *k8sid.Attestor
+	plugin   *cak8s.PluginWatcher
 }
 
 // bootstrapTimeout bounds the apiserver calls New makes.
@@ -122,11 +125,10 @@ func (s *Server) newServiceAccountAttestor(c k8sid.Config) error {
 
 // primeKubernetes copies the shared CA into the local directory before the
 // CA is opened, so only the very first replica ever generates one.
-func (s *Server) primeKubernetes(caDir string) error {
+func (s *Server) primeKubernetes(caDir string) (found bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), bootstrapTimeout)
 	defer cancel()
-	_, err := cak8s.Prime(ctx, s.cfg.Kubernetes.stateConfig(s), caDir)
-	return err
+	return cak8s.Prime(ctx, s.cfg.Kubernetes.stateConfig(s), caDir)
 }
 
 // setupKubernetes agrees with the other replicas on one CA and prepares the
@@ -150,6 +152,9 @@ func (s *Server) setupKubernetes() error {
 		return err
 	}
 	if err := s.Leader.Add("ca-rotation", s.CA.Run); err != nil {
+		return err
+	}
+	if err := s.addPluginWatcher(); err != nil {
 		return err
 	}
 	if k.DisableBundlePublication {
@@ -218,6 +223,7 @@ func (s *Server) kubernetesStatus() *KubernetesStatus {
 		Identity: s.Leader.Identity(), Leader: s.Leader.IsLeader(),
 		CASecretResourceVersion: s.kube.state.ResourceVersion(),
 		Acks:                    s.kube.acks.Status(wire.BundleDigest(s.CA.Roots())),
+		PluginCA:                s.pluginStatus(),
 	}
 }
 

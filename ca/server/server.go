@@ -184,7 +184,11 @@ func (s *Server) openCA() error {
 	caCfg := s.cfg.CA
 	caCfg.Dir, caCfg.TrustDomain, caCfg.Clock, caCfg.Logger = filepath.Join(s.cfg.Dir, "ca"), s.cfg.TrustDomain, s.cfg.Clock, s.cfg.Logger
 	if s.cfg.Kubernetes != nil {
-		if err := s.primeKubernetes(caCfg.Dir); err != nil {
+		found, err := s.primeKubernetes(caCfg.Dir)
+		if err != nil {
+			return err
+		}
+		if caCfg.Import, err = s.pluginFirstImport(found, caCfg.Import); err != nil {
 			return err
 		}
 	}

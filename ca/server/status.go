@@ -46,6 +46,8 @@ type KubernetesStatus struct {
 	Leader                  bool                    `json:"leader"`
 	CASecretResourceVersion string                  `json:"caSecretResourceVersion"`
 	Acks                    cak8s.AckExchangeStatus `json:"acks"`
+	// PluginCA is the plug-in CA Secret's last result (on the leader).
+	PluginCA *cak8s.PluginStatus `json:"pluginCA,omitempty"`
 }
 
 // Status reports every part the server runs.
@@ -75,6 +77,9 @@ var ErrNotLeader = errors.New("server: this replica is not the leader")
 // follower's refusal names the leader to run it on.
 func (s *Server) Rotate() (ca.AuthorityState, error) {
 	if err := s.leaderOnly("certmesh ca rotate"); err != nil {
+		return ca.AuthorityState{}, err
+	}
+	if err := s.pluggedRefusesRotate(); err != nil {
 		return ca.AuthorityState{}, err
 	}
 	return s.CA.Rotate()

@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	cak8s "github.com/certmesh/certmesh/ca/k8s"
 	"github.com/certmesh/certmesh/ca/server"
 	k8sid "github.com/certmesh/certmesh/identity/k8s"
 )
@@ -34,6 +35,8 @@ type kubeFlags struct {
 	noBundles         bool
 	watchServices     bool
 	watchPods         bool
+	pluginSecret      string
+	pluginFormat      string
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet) {
@@ -49,6 +52,8 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.clusterDomain, "cluster-domain", k8sid.DefaultClusterDomain, "cluster DNS domain for Service names in SVIDs")
 	fs.BoolVar(&k.noBundles, "no-bundle-publication", false, "do not publish the trust bundle as ConfigMaps/ClusterTrustBundle")
 	fs.BoolVar(&k.watchServices, "watch-services", true, "keep Service selectors in a watch cache (one watch per replica) instead of listing a namespace's Services for every uncached token review")
+	fs.StringVar(&k.pluginSecret, "plugin-ca-secret", "", "sign with the operator's CA from this Secret in --namespace (Istio's cacerts, or a kubernetes.io/tls Secret with ca.crt); its changes are rolled in")
+	fs.StringVar(&k.pluginFormat, "plugin-ca-format", "auto", "layout of --plugin-ca-secret: istio (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem), tls (tls.crt, tls.key, ca.crt), or auto (istio when ca-cert.pem is present)")
 	fs.BoolVar(&k.watchPods, "watch-pods", true, "keep every pod's name, UID and labels in a watch cache (about 1 KB per pod) instead of getting the token's pod for every uncached token review; needs pods list/watch")
 }
 
@@ -96,6 +101,9 @@ func (k *kubeFlags) resolvePodName() string {
 // (nil otherwise): the server makes its clients from the REST config.
 func (k *kubeFlags) config() (*server.KubernetesConfig, error) {
 	if !k.enabled {
+		if k.pluginSecret != "" {
+			return nil, errors.New("--plugin-ca-secret needs --kubernetes")
+		}
 		return nil, nil
 	}
 	rc, err := k.restConfig()
@@ -111,6 +119,13 @@ func (k *kubeFlags) config() (*server.KubernetesConfig, error) {
 			Policy:        k8sid.Policy{ExcludedNamespaces: splitList(k.excludeNamespaces), ExcludedServiceAccounts: splitList(k.excludeSAs)},
 			WatchServices: k.watchServices, WatchPods: k.watchPods,
 		},
+	}
+	if k.pluginSecret != "" {
+		f, err := cak8s.ParsePluginFormat(k.pluginFormat)
+		if err != nil {
+			return nil, fmt.Errorf("--plugin-ca-format: %w", err)
+		}
+		kc.PluginCA = &server.PluginCAConfig{Secret: k.pluginSecret, Format: f}
 	}
 	return kc, nil
 }
