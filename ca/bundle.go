@@ -55,6 +55,9 @@ func (c *CA) Rotate() (AuthorityState, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.cfg.Clock.Now()
+	if c.cfg.Upstream != nil {
+		return AuthorityState{}, ErrUpstreamManagesRoots
+	}
 	if _, ok := c.state.Prepared(); ok {
 		return AuthorityState{}, ErrRotationInProgress
 	}
