@@ -169,3 +169,17 @@ func downstreamCSR(t *testing.T) []byte {
 	require.NoError(t, err)
 	return der
 }
+
+// TestDownstreamWrongTrustDomain: a downstream started for another trust
+// domain than its identity grants fails at start, saying which one.
+func TestDownstreamWrongTrustDomain(t *testing.T) {
+	up, _, _ := startUpstream(t)
+	client, err := upstream.New(upstream.Config{
+		Addr: up.Addr(), Bundle: x509bundle.FromX509Authorities(upTD, up.CA.Roots()),
+		TokenFile: tokenFile(t, up, "spiffe://example.org/certmesh/downstream/cluster3"),
+	})
+	require.NoError(t, err)
+	_, err = server.New(server.Config{Dir: t.TempDir(), TrustDomain: downTD, Listen: "127.0.0.1:0", Upstream: client})
+	require.ErrorIs(t, err, upstream.ErrTrustDomain)
+	require.ErrorIs(t, err, ca.ErrUpstream)
+}

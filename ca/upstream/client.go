@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
@@ -36,6 +37,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/store"
 	"github.com/certmesh/certmesh/ca/wire"
+	"github.com/certmesh/certmesh/identity"
 )
 
 // Config configures a Client. Addr, Bundle and TokenFile are required.
@@ -109,6 +111,9 @@ func (c *Client) SignIntermediate(ctx context.Context, req ca.UpstreamRequest) (
 	if err != nil { // the SVID held is still valid: use it
 		c.cfg.Logger.Warn("upstream: downstream identity not renewed", "error", err)
 	}
+	if err := checkTrustDomain(svid.ID, req.CSR); err != nil {
+		return ca.UpstreamResponse{}, err
+	}
 	conn, err := c.dial(svid)
 	if err != nil {
 		return ca.UpstreamResponse{}, err
@@ -145,6 +150,23 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-t.C():
 		}
 	}
+}
+
+// ErrTrustDomain: this CA's trust domain is not the one its downstream
+// identity is granted.
+var ErrTrustDomain = errors.New("upstream: the trust domain is not the one the upstream grants this downstream")
+
+// checkTrustDomain says clearly, before asking, what the upstream would
+// refuse opaquely: a CA for another trust domain than <name>.<upstream td>.
+func checkTrustDomain(id spiffeid.ID, csr *x509.CertificateRequest) error {
+	want, err := identity.DownstreamTrustDomain(id)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrTrustDomain, err)
+	}
+	if len(csr.URIs) != 1 || csr.URIs[0].String() != want.IDString() {
+		return fmt.Errorf("%w: %s may sign for %s only (start this server with --trust-domain %s)", ErrTrustDomain, id, want.Name(), want.Name())
+	}
+	return nil
 }
 
 // renewAt is half the SVID's life.
