@@ -43,3 +43,14 @@ func TestJoinTokenForDownstream(t *testing.T) {
 	_, _, err = j.Create(spiffeid.RequireFromString("spiffe://example.org/certmesh/server"), time.Hour)
 	require.ErrorIs(t, err, identity.ErrReservedID)
 }
+
+func TestDownstreamEvictable(t *testing.T) {
+	n, err := identity.NewNodes(identity.NodesConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org")})
+	require.NoError(t, err)
+	id := spiffeid.RequireFromString("spiffe://example.org/certmesh/downstream/cluster2")
+	require.NoError(t, n.Joined(id))
+	_, err = n.Evict(id)
+	require.NoError(t, err)
+	_, err = n.Check(id, time.Now().Add(-time.Hour))
+	require.ErrorIs(t, err, identity.ErrNodeEvicted)
+}

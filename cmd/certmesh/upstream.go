@@ -25,7 +25,7 @@ type upstreamFlags struct {
 func (u *upstreamFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&u.addr, "upstream", "", "ADDR of an upstream certmesh server that signs this CA's intermediates (at first start and at every renewal); this CA then has no root of its own and --trust-domain must be <name>.<upstream trust domain>")
 	fs.StringVar(&u.tokenFile, "upstream-token-file", "", "file holding the token that grants this server's identity on the upstream: a join token from `certmesh token create --id spiffe://<upstream td>/certmesh/downstream/<name>` there, or a ServiceAccount token; read only while no valid SVID is held")
-	fs.StringVar(&u.bundleFile, "upstream-bundle", "", "PEM file with the upstream's roots (`certmesh bundle` on the upstream), to authenticate it")
+	fs.StringVar(&u.bundleFile, "upstream-bundle", "", "PEM file with the upstream's roots (`certmesh ca bundle` on the upstream), to authenticate it")
 }
 
 // config is the upstream client, or nil without --upstream. Its SVID is
