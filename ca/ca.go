@@ -95,6 +95,9 @@ type CA struct {
 	bundle        atomic.Pointer[bundleSnapshot]
 	watchMu       sync.Mutex
 	watchCh       chan struct{} // closed and replaced on every bundle change
+
+	// fetched holds the upstream's answers during Advance (upstream.go).
+	fetched map[string]upstreamAnswer
 }
 
 // New loads the CA from cfg.Dir, creating a root and intermediate on first

@@ -146,7 +146,7 @@ func (c *CA) renewDue(now time.Time, next *RotationState) (map[string]*Authority
 // by the upstream authority when the CA has one.
 func (c *CA) successor(old *Authority, now time.Time) (*Authority, error) {
 	if c.cfg.Upstream != nil {
-		return c.upstreamSuccessor(old, now)
+		return c.fetchedSuccessor(old)
 	}
 	return old.withNewIntermediate(IntermediateParams{TrustDomain: c.cfg.TrustDomain, TTL: c.cfg.IntermediateTTL, Now: now, Rand: c.cfg.Rand})
 }

@@ -63,6 +63,51 @@ func (c *CA) upstreamAuthority(now time.Time) (*Authority, error) {
 	return a, nil
 }
 
+// upstreamAnswer is a successor fetched from the upstream before c.mu is
+// taken, or why there is none.
+type upstreamAnswer struct {
+	from *Authority // the authority it succeeds
+	next *Authority
+	err  error
+}
+
+// fetchUpstream asks the upstream for a successor of every authority whose
+// intermediate is due, without holding c.mu: a slow or hanging upstream
+// then delays only the renewal, never Status (metrics scrapes, `ca
+// inspect`) or the rotation gate. Advance hands the answers to renewDue.
+func (c *CA) fetchUpstream() map[string]upstreamAnswer {
+	if c.cfg.Upstream == nil {
+		return nil
+	}
+	c.mu.Lock()
+	now := c.cfg.Clock.Now()
+	due := map[string]*Authority{}
+	for _, s := range c.state.Authorities {
+		if c.intermediateStep(now, s).Due {
+			due[s.ID] = c.authorities[s.ID]
+		}
+	}
+	c.mu.Unlock()
+	out := make(map[string]upstreamAnswer, len(due))
+	for id, old := range due {
+		next, err := c.upstreamSuccessor(old, now)
+		out[id] = upstreamAnswer{from: old, next: next, err: err}
+	}
+	return out
+}
+
+// fetchedSuccessor is what fetchUpstream got for old. Called with c.mu held.
+func (c *CA) fetchedSuccessor(old *Authority) (*Authority, error) {
+	ans, ok := c.fetched[old.ID]
+	switch {
+	case !ok || ans.from != old:
+		return nil, fmt.Errorf("%w: the renewal fell due while the upstream was being asked; retrying", ErrUpstream)
+	case ans.err != nil:
+		return nil, ans.err
+	}
+	return ans.next, nil
+}
+
 // upstreamSuccessor is old's successor with an intermediate from the
 // upstream, under the same root. An upstream that rotated its root is
 // refused (ErrUpstreamRootChanged): adopting it needs the new root in every

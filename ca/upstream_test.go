@@ -30,12 +30,17 @@ type fakeUpstream struct {
 	td    spiffeid.TrustDomain // granted to the downstream
 	calls atomic.Int32
 	down  atomic.Bool
+	// hang, when set, is received from before answering (a slow upstream).
+	hang chan struct{}
 }
 
 var errDown = errors.New("connection refused")
 
 func (f *fakeUpstream) SignIntermediate(_ context.Context, req ca.UpstreamRequest) (ca.UpstreamResponse, error) {
 	f.calls.Add(1)
+	if f.hang != nil {
+		<-f.hang
+	}
 	if f.down.Load() {
 		return ca.UpstreamResponse{}, errDown
 	}
@@ -185,4 +190,20 @@ func TestUpstreamRootChangeRefused(t *testing.T) {
 	require.NoError(t, up.Advance())
 	err = down.Advance()
 	require.ErrorIs(t, err, ca.ErrUpstreamRootChanged)
+}
+
+// TestUpstreamSlowDoesNotBlockStatus: the upstream is asked without the
+// CA's lock, so status and metrics answer while it hangs.
+func TestUpstreamSlowDoesNotBlockStatus(t *testing.T) {
+	_, down, f, clk := upstreamPair(t)
+	first := down.Status().Authorities[0]
+	clk.Step(first.NextStep.Sub(clk.Now()))
+	f.hang = make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- down.Advance() }()
+	require.Eventually(t, func() bool { return f.calls.Load() == 2 }, 10*time.Second, time.Millisecond)
+	require.Equal(t, first.Intermediate, down.Status().Authorities[0].Intermediate, "Status answers while the upstream hangs")
+	close(f.hang)
+	require.NoError(t, <-done)
+	require.NotEqual(t, first.Intermediate, down.Status().Authorities[0].Intermediate)
 }
