@@ -183,3 +183,30 @@ func TestDownstreamWrongTrustDomain(t *testing.T) {
 	require.ErrorIs(t, err, upstream.ErrTrustDomain)
 	require.ErrorIs(t, err, ca.ErrUpstream)
 }
+
+// TestDownstreamEvicted: the upstream re-authorizes the downstream's SVID
+// on every request, so evicting the downstream there stops its next
+// intermediate renewal, counted as node_evicted; the intermediate held
+// keeps signing.
+func TestDownstreamEvicted(t *testing.T) {
+	up, reg, _ := startUpstream(t)
+	id := "spiffe://example.org/certmesh/downstream/cluster2"
+	client, err := upstream.New(upstream.Config{
+		Addr: up.Addr(), Bundle: x509bundle.FromX509Authorities(upTD, up.CA.Roots()), TokenFile: tokenFile(t, up, id),
+	})
+	require.NoError(t, err)
+	clk := clocktesting.NewFakeClock(time.Now())
+	down, err := server.New(server.Config{Dir: t.TempDir(), TrustDomain: downTD, Listen: "127.0.0.1:0", Clock: clk, Upstream: client})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = down.Close() })
+
+	_, err = up.Nodes.Evict(spiffeid.RequireFromString(id))
+	require.NoError(t, err)
+	first := down.CA.Status().Authorities[0]
+	clk.Step(first.NextStep.Sub(clk.Now()) + time.Minute)
+	err = down.CA.Advance()
+	require.ErrorIs(t, err, ca.ErrUpstream)
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.EqualValues(t, 1, counter(t, reg, "certmesh_ca_refusals_total", "reason", "node_evicted"))
+	require.Equal(t, first.Intermediate, down.CA.Status().Authorities[0].Intermediate)
+}
