@@ -77,3 +77,31 @@ func TestClientIdentity(t *testing.T) {
 	_, err = c.SignIntermediate(ctx, csrFor(t, "c2.example.org"))
 	require.ErrorIs(t, err, upstream.ErrNoIdentity)
 }
+
+// TestClientRun keeps the SVID fresh between intermediate renewals.
+func TestClientRun(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	up, err := server.New(server.Config{Dir: t.TempDir(), TrustDomain: td, Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- up.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+
+	tok, _, err := up.Tokens.Create(spiffeid.RequireFromString("spiffe://example.org/certmesh/downstream/c2"), time.Hour)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	tokenFile, svidFile := filepath.Join(dir, "token"), filepath.Join(dir, "svid.pem")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(tok), 0o600))
+	clk := clocktesting.NewFakeClock(time.Now())
+	c, err := upstream.New(upstream.Config{Addr: up.Addr(), Bundle: x509bundle.FromX509Authorities(td, up.CA.Roots()), TokenFile: tokenFile, SVIDFile: svidFile, Clock: clk})
+	require.NoError(t, err)
+	go func() { done <- c.Run(ctx) }()
+
+	read := func() string { b, _ := os.ReadFile(svidFile); return string(b) }
+	require.Eventually(t, func() bool { return read() != "" && clk.HasWaiters() }, 10*time.Second, 5*time.Millisecond)
+	first := read()
+	require.NoError(t, os.Remove(tokenFile))
+	clk.Step(13 * time.Hour)
+	require.Eventually(t, func() bool { return read() != first }, 10*time.Second, 5*time.Millisecond, "renewed at half life")
+}
