@@ -60,8 +60,8 @@ type Config struct {
 	// user-provided root and intermediate instead of generating its own.
 	Import *ImportParams
 	// Upstream, when set, signs the CA's intermediates (at first start and
-	// at every renewal): the CA has no root key, its roots are the
-	// upstream's, and Rotate is refused (see upstream.go).
+	// at every renewal): the CA has no root key, its root is the upstream
+	// root that signed, and Rotate is refused (see upstream.go).
 	Upstream UpstreamAuthority
 	// UpstreamTimeout bounds one request to Upstream (default
 	// DefaultUpstreamTimeout).
