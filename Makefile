@@ -34,6 +34,7 @@ unit:
 # (needs protoc: apt-get install protobuf-compiler; the plugins are pinned).
 proto:
 	sh ca/wire/ackspb/generate.sh
+	sh ca/wire/upstreampb/generate.sh
 
 # The alert rules are checked with Prometheus' own parser, in a module of
 # its own so that Prometheus' dependencies stay out of certmesh's.

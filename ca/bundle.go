@@ -55,6 +55,9 @@ func (c *CA) Rotate() (AuthorityState, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.cfg.Clock.Now()
+	if c.cfg.Upstream != nil {
+		return AuthorityState{}, ErrUpstreamManagesRoots
+	}
 	if _, ok := c.state.Prepared(); ok {
 		return AuthorityState{}, ErrRotationInProgress
 	}
@@ -103,11 +106,14 @@ func (c *CA) rotationKeyType() KeyType {
 // under the same root where NextIntermediateDue says so. Run calls it on a
 // timer; tests call it directly after moving a fake clock.
 func (c *CA) Advance() error {
+	fetched := c.fetchUpstream() // before the lock: see fetchUpstream
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.cfg.Clock.Now()
 	next, changed := c.state.AdvanceWhen(now, c.policy, c.gateOpen(now))
+	c.fetched = fetched
 	renewed, renewErr := c.renewDue(now, &next)
+	c.fetched = nil
 	if renewErr != nil {
 		c.renewFailures++
 	}

@@ -59,6 +59,13 @@ type Config struct {
 	// Import, when set and the directory is empty, makes the CA use a
 	// user-provided root and intermediate instead of generating its own.
 	Import *ImportParams
+	// Upstream, when set, signs the CA's intermediates (at first start and
+	// at every renewal): the CA has no root key, its root is the upstream
+	// root that signed, and Rotate is refused (see upstream.go).
+	Upstream UpstreamAuthority
+	// UpstreamTimeout bounds one request to Upstream (default
+	// DefaultUpstreamTimeout).
+	UpstreamTimeout time.Duration
 
 	Clock  clock.Clock
 	Rand   io.Reader
@@ -88,6 +95,9 @@ type CA struct {
 	bundle        atomic.Pointer[bundleSnapshot]
 	watchMu       sync.Mutex
 	watchCh       chan struct{} // closed and replaced on every bundle change
+
+	// fetched holds the upstream's answers during Advance (upstream.go).
+	fetched map[string]upstreamAnswer
 }
 
 // New loads the CA from cfg.Dir, creating a root and intermediate on first
@@ -148,6 +158,12 @@ func fillDefaults(cfg *Config) error {
 	if cfg.RotationOverlap == 0 {
 		cfg.RotationOverlap = DefaultOverlap
 	}
+	if cfg.Upstream != nil && cfg.Import != nil {
+		return errors.New("ca: config: an upstream authority and an imported CA exclude each other")
+	}
+	if cfg.UpstreamTimeout <= 0 {
+		cfg.UpstreamTimeout = DefaultUpstreamTimeout
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
@@ -168,9 +184,12 @@ func (c *CA) initialize() error {
 		a   *Authority
 		err error
 	)
-	if c.cfg.Import != nil {
+	switch {
+	case c.cfg.Upstream != nil:
+		a, err = c.upstreamAuthority(c.cfg.Clock.Now())
+	case c.cfg.Import != nil:
 		a, err = ImportAuthority(*c.cfg.Import)
-	} else {
+	default:
 		a, err = NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.cfg.KeyType, IntermediateTTL: c.cfg.IntermediateTTL, Now: c.cfg.Clock.Now(), Rand: c.cfg.Rand})
 	}
 	if err != nil {

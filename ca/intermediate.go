@@ -87,7 +87,7 @@ func (c *CA) intermediateStep(now time.Time, s AuthorityState) IntermediateStep 
 	}
 	return NextIntermediateDue(now, IntermediateLife{
 		NotBefore: a.Intermediate.NotBefore, NotAfter: a.Intermediate.NotAfter,
-		RootNotAfter: a.Root.NotAfter, Renewable: a.RootKey != nil,
+		RootNotAfter: a.Root.NotAfter, Renewable: a.RootKey != nil || c.cfg.Upstream != nil,
 	}, c.interPolicy())
 }
 
@@ -119,7 +119,7 @@ func (c *CA) renewDue(now time.Time, next *RotationState) (map[string]*Authority
 			continue
 		}
 		old := c.authorities[s.ID]
-		a, err := old.withNewIntermediate(IntermediateParams{TrustDomain: c.cfg.TrustDomain, TTL: c.cfg.IntermediateTTL, Now: now, Rand: c.cfg.Rand})
+		a, err := c.successor(old, now)
 		if err != nil {
 			return renewed, fmt.Errorf("ca: renew intermediate of %s: %w", s.ID, err)
 		}
@@ -140,6 +140,15 @@ func (c *CA) renewDue(now time.Time, next *RotationState) (map[string]*Authority
 			"not_after", a.Intermediate.NotAfter, "previous_retires_at", retireAt)
 	}
 	return renewed, nil
+}
+
+// successor is old with a new intermediate: signed by old's root key, or
+// by the upstream authority when the CA has one.
+func (c *CA) successor(old *Authority, now time.Time) (*Authority, error) {
+	if c.cfg.Upstream != nil {
+		return c.fetchedSuccessor(old)
+	}
+	return old.withNewIntermediate(IntermediateParams{TrustDomain: c.cfg.TrustDomain, TTL: c.cfg.IntermediateTTL, Now: now, Rand: c.cfg.Rand})
 }
 
 // pruneIntermediates removes intermediate files no authority of state names:

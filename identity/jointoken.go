@@ -99,8 +99,8 @@ func (j *JoinTokens) Create(id spiffeid.ID, ttl time.Duration) (string, time.Tim
 	if id.IsZero() || !id.MemberOf(j.td) {
 		return "", time.Time{}, fmt.Errorf("identity: join token id %q is outside trust domain %q", id, j.td.Name())
 	}
-	if IsReserved(id) && !IsNode(id) {
-		return "", time.Time{}, fmt.Errorf("%w: %q (under %s only node agents' IDs, %s…, may be granted)", ErrReservedID, id, ReservedPathPrefix, NodePathPrefix)
+	if IsReserved(id) && !IsNode(id) && !IsDownstream(id) {
+		return "", time.Time{}, fmt.Errorf("%w: %q (under %s only node agents' IDs, %s…, and downstream servers', %s…, may be granted)", ErrReservedID, id, ReservedPathPrefix, NodePathPrefix, DownstreamPathPrefix)
 	}
 	secret := make([]byte, joinTokenBytes)
 	if _, err := io.ReadFull(j.rand, secret); err != nil {

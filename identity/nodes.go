@@ -263,7 +263,7 @@ func (n *Nodes) Evict(id spiffeid.ID) (Node, error) { return n.set(id, NodeEvict
 func (n *Nodes) Ban(id spiffeid.ID) (Node, error) { return n.set(id, NodeBanned) }
 
 func (n *Nodes) set(id spiffeid.ID, state NodeState) (Node, error) {
-	if !id.MemberOf(n.td) || (IsReserved(id) && !IsNode(id)) {
+	if !id.MemberOf(n.td) || (IsReserved(id) && !IsNode(id) && !IsDownstream(id)) {
 		return Node{}, fmt.Errorf("%w: %q", ErrNotEvictable, id)
 	}
 	n.mu.Lock()

@@ -37,9 +37,10 @@ type Entry struct {
 const NodePathPrefix = "/certmesh/node/"
 
 // ReservedPathPrefix holds certmesh's own identities: node agents' (under
-// NodePathPrefix) and the server's. No registration may claim one, and a
-// join token only a node agent's, so no workload can pose as a node agent
-// or as the CA.
+// NodePathPrefix), downstream servers' (DownstreamPathPrefix) and the
+// server's. No registration may claim one, and a join token only a node
+// agent's or a downstream's, so no workload can pose as a node agent, a
+// downstream CA or the CA.
 const ReservedPathPrefix = "/certmesh/"
 
 // IsReserved reports whether id lies under ReservedPathPrefix.

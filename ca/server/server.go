@@ -25,6 +25,7 @@ import (
 	"github.com/certmesh/certmesh/ca/leader"
 	"github.com/certmesh/certmesh/ca/service"
 	"github.com/certmesh/certmesh/ca/store"
+	"github.com/certmesh/certmesh/ca/upstream"
 	"github.com/certmesh/certmesh/ca/wire"
 	"github.com/certmesh/certmesh/edge"
 	"github.com/certmesh/certmesh/edge/ingress"
@@ -74,6 +75,10 @@ type Config struct {
 	Webhook *WebhookConfig
 	// LocalAgent runs a node agent in the same process: `certmesh dev` (dev.go).
 	LocalAgent *LocalAgentConfig
+	// Upstream, when set, signs the CA's intermediates (`--upstream`): the
+	// CA holds no root key and its bundle is the upstream's. Run keeps the
+	// downstream identity's SVID fresh.
+	Upstream *upstream.Client
 }
 
 // NodesFile holds the node register (evictions, bans) in the state directory.
@@ -192,6 +197,10 @@ func (s *Server) openCA() error {
 			return err
 		}
 	}
+	if s.cfg.Upstream != nil {
+		caCfg.Upstream = s.cfg.Upstream
+		s.runners = append(s.runners, s.cfg.Upstream.Run)
+	}
 	var err error
 	if s.CA, err = ca.New(caCfg); err != nil {
 		return err
@@ -283,6 +292,7 @@ func (s *Server) buildGRPC() error {
 	s.agentAPI.Register(s.grpc)
 	s.acks = svc.NewAckRegistry()
 	s.acks.Register(s.grpc)
+	svc.NewUpstream(s.CA).Register(s.grpc)
 	gate := s.acks.Gate
 	if s.kube != nil {
 		if gate, err = s.kubernetesAckGate(s.acks); err != nil {

@@ -79,6 +79,10 @@ var refusals = []refusal{
 	{errAckNotAgent, codes.PermissionDenied, "ack_not_agent"},
 	{wire.ErrBadAckReport, codes.InvalidArgument, "bad_ack_report"},
 	{errTooManyAgents, codes.ResourceExhausted, "too_many_agents"},
+	{errNotDownstream, codes.PermissionDenied, "not_downstream"},
+	{identity.ErrDownstreamName, codes.PermissionDenied, "downstream_name"},
+	{ca.ErrDownstreamCSR, codes.InvalidArgument, "downstream_csr"},
+	{ca.ErrDownstreamNoRoot, codes.FailedPrecondition, "downstream_no_root"},
 	{errUnauthenticated, codes.Unauthenticated, "unauthenticated"},
 }
 

@@ -196,7 +196,7 @@ func (s *Service) authenticateSVID(p PeerSVID) (identity.Identity, error) {
 // renewed by holding an old SVID and its key.
 func (s *Service) reauthorize(p PeerSVID) (identity.Identity, error) {
 	ident := identity.Identity{ID: p.ID, Attestor: "x509_svid"}
-	if identity.IsReserved(p.ID) && !identity.IsNode(p.ID) {
+	if identity.IsReserved(p.ID) && !identity.IsNode(p.ID) && !identity.IsDownstream(p.ID) {
 		return identity.Identity{}, fmt.Errorf("%w: %s presented as a client", identity.ErrReservedID, p.ID)
 	}
 	joined := identity.IsNode(p.ID)

@@ -3,7 +3,8 @@
 //
 // It holds the SPIFFE ID the server presents, the gRPC metadata keys of the
 // requests and trailers, the digest that names a trust bundle, and the
-// bundle acknowledgement service (its message, descriptor and client call).
+// bundle acknowledgement service (its message, descriptor and client call)
+// and the upstream authority service a downstream server calls.
 // How the server authenticates, signs and gates rotation stays in
 // ca/service; how the agent keeps SVIDs fresh stays in sds.
 //

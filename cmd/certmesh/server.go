@@ -20,6 +20,8 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 	var ef edgeFlags
 	var kf kubeFlags
 	var mf meshFlags
+	var uf upstreamFlags
+	uf.register(fs)
 	sf.register(fs)
 	ef.register(fs)
 	kf.register(fs)
@@ -38,6 +40,12 @@ func runServer(ctx context.Context, args []string, out io.Writer) error {
 			return errors.New("--istio-compat publishes istio-ca-root-cert: it cannot go with --no-bundle-publication")
 		}
 		cfg.Kubernetes.IstioRootCert = sf.istioCompat
+	}
+	if cfg.Upstream, err = uf.config(cfg.Dir, log); err != nil {
+		return err
+	}
+	if cfg.Upstream != nil && cfg.Kubernetes != nil {
+		return errors.New("--upstream is not supported in Kubernetes mode yet: run the downstream as a single `certmesh server`")
 	}
 	if cfg.Edge, err = ef.config(log); err != nil {
 		return err
