@@ -142,7 +142,7 @@ func (c *CA) askUpstream(now time.Time, kt KeyType, prev *Authority) (*Authority
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUpstream, err)
 	}
-	root, err := issuingRoot(resp, now)
+	root, err := upstreamRoot(resp, now)
 	if err != nil {
 		return nil, err
 	}
@@ -156,9 +156,9 @@ func (c *CA) askUpstream(now time.Time, kt KeyType, prev *Authority) (*Authority
 	return assemble(id, root, nil, resp.Chain[0], key)
 }
 
-// issuingRoot checks that resp holds one CA certificate, valid now, that
+// upstreamRoot checks that resp holds one CA certificate, valid now, that
 // chains to one of its roots, and returns that root.
-func issuingRoot(resp UpstreamResponse, now time.Time) (*x509.Certificate, error) {
+func upstreamRoot(resp UpstreamResponse, now time.Time) (*x509.Certificate, error) {
 	if len(resp.Chain) != 1 || len(resp.Roots) == 0 {
 		return nil, fmt.Errorf("%w: %d certificates and %d roots (want one intermediate and its roots)", ErrUpstreamChain, len(resp.Chain), len(resp.Roots))
 	}
