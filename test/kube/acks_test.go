@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -267,8 +268,10 @@ func TestAckGateCountsWorkloadModeAgents(t *testing.T) {
 	srv := startServer(t, serverOpts{ns: ns, overlap: 2 * time.Second})
 	harness.WaitFor(t, 20*time.Second, "the single replica leads", srv.Leader.IsLeader)
 	tokens := map[string]string{}
+	pods := map[string]*corev1.Pod{}
 	for _, name := range []string{"web-0", "web-1"} {
-		tokens[name] = cluster.ServiceAccountToken(t, ns, "web", audience, cluster.Pod(t, ns, name, "web", nil))
+		pods[name] = cluster.Pod(t, ns, name, "web", nil)
+		tokens[name] = cluster.ServiceAccountToken(t, ns, "web", audience, pods[name])
 	}
 	pool := x509.NewCertPool()
 	for _, r := range srv.CA.Roots() {
@@ -298,6 +301,10 @@ func TestAckGateCountsWorkloadModeAgents(t *testing.T) {
 	require.NoError(t, report("web-0", newRoots, 0))
 	harness.WaitFor(t, 20*time.Second, "the switch once web-0 caught up", func() bool { return phaseOf(srv, prepared.ID) == ca.PhaseActive })
 
+	// A token the CA already attested for reports stands for them up to a
+	// minute (a report grants nothing); one it has not seen is reviewed, and
+	// a deleted pod's is refused once past the 10 s review cache.
+	tokens["web-1"] = cluster.ServiceAccountToken(t, ns, "web", audience, pods["web-1"])
 	require.NoError(t, cluster.Client.CoreV1().Pods(ns).Delete(context.Background(), "web-1", metav1.DeleteOptions{}))
 	harness.WaitFor(t, 30*time.Second, "the deleted pod's token refused (past the review cache)", func() bool {
 		return status.Code(report("web-1", newRoots, 0)) == codes.Unauthenticated
