@@ -59,6 +59,11 @@ type Config struct {
 	// Import, when set and the directory is empty, makes the CA use a
 	// user-provided root and intermediate instead of generating its own.
 	Import *ImportParams
+	// RootKeys and IntermediateKeys, when set, make new root and
+	// intermediate keys on a token (an HSM) instead of in key files;
+	// OpenKey opens the keys the state directory names by URI.
+	RootKeys, IntermediateKeys KeyStore
+	OpenKey                    KeyOpener
 
 	Clock  clock.Clock
 	Rand   io.Reader
@@ -171,7 +176,8 @@ func (c *CA) initialize() error {
 	if c.cfg.Import != nil {
 		a, err = ImportAuthority(*c.cfg.Import)
 	} else {
-		a, err = NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.cfg.KeyType, IntermediateTTL: c.cfg.IntermediateTTL, Now: c.cfg.Clock.Now(), Rand: c.cfg.Rand})
+		a, err = NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.cfg.KeyType, IntermediateTTL: c.cfg.IntermediateTTL, Now: c.cfg.Clock.Now(), Rand: c.cfg.Rand,
+			RootKeys: c.cfg.RootKeys, IntermediateKeys: c.cfg.IntermediateKeys})
 	}
 	if err != nil {
 		return err
@@ -199,7 +205,7 @@ func (c *CA) loadAuthorities(state RotationState) error {
 		return err
 	}
 	for _, s := range state.Authorities {
-		a, err := loadAuthority(c.authoritiesDir(), s.ID, s.Intermediate)
+		a, err := loadAuthority(c.authoritiesDir(), s.ID, s.Intermediate, c.cfg.OpenKey)
 		if err != nil {
 			return err
 		}

@@ -119,7 +119,7 @@ func (c *CA) renewDue(now time.Time, next *RotationState) (map[string]*Authority
 			continue
 		}
 		old := c.authorities[s.ID]
-		a, err := old.withNewIntermediate(IntermediateParams{TrustDomain: c.cfg.TrustDomain, TTL: c.cfg.IntermediateTTL, Now: now, Rand: c.cfg.Rand})
+		a, err := old.withNewIntermediate(IntermediateParams{TrustDomain: c.cfg.TrustDomain, TTL: c.cfg.IntermediateTTL, Now: now, Rand: c.cfg.Rand, Keys: c.cfg.IntermediateKeys})
 		if err != nil {
 			return renewed, fmt.Errorf("ca: renew intermediate of %s: %w", s.ID, err)
 		}
@@ -147,9 +147,11 @@ func (c *CA) renewDue(now time.Time, next *RotationState) (map[string]*Authority
 // was written. Errors are logged; the files are harmless.
 func (c *CA) pruneIntermediates(state RotationState) {
 	for _, s := range state.Authorities {
-		keep := map[string]bool{intermediateFile(s.Intermediate, ".crt"): true, intermediateFile(s.Intermediate, ".key"): true}
-		for _, o := range s.OldIntermediates {
-			keep[intermediateFile(o.Name, ".crt")], keep[intermediateFile(o.Name, ".key")] = true, true
+		keep := map[string]bool{}
+		for _, name := range append([]string{s.Intermediate}, oldNames(s)...) {
+			for _, ext := range []string{".crt", ".key", ".key" + keyURISuffix} {
+				keep[intermediateFile(name, ext)] = true
+			}
 		}
 		dir := filepath.Join(c.authoritiesDir(), s.ID)
 		entries, err := os.ReadDir(dir)
@@ -178,6 +180,7 @@ func intermediateFile(name, ext string) string {
 
 // isIntermediateFile reports whether base is an intermediate's certificate or key.
 func isIntermediateFile(base string) bool {
+	base = strings.TrimSuffix(base, keyURISuffix)
 	stem, ok := strings.CutSuffix(base, ".crt")
 	if !ok {
 		stem, ok = strings.CutSuffix(base, ".key")
