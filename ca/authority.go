@@ -134,6 +134,9 @@ func (a *Authority) withNewIntermediate(p IntermediateParams) (*Authority, error
 	if err != nil {
 		return nil, err
 	}
+	if _, onToken := a.IntermediateKey.(ExternalKey); onToken && p.Keys == nil {
+		return nil, fmt.Errorf("%w: the intermediate key is on a token and its successor would be written to a file", ErrNoKeyStore)
+	}
 	key, err := newKey(p.Keys, kt, p.Rand)
 	if err != nil {
 		return nil, fmt.Errorf("ca: intermediate key: %w", err)

@@ -37,6 +37,10 @@ const keyURISuffix = ".uri"
 // token when the CA was given no way to open one.
 var ErrNoKeyOpener = errors.New("ca: a CA key is on a token and this CA cannot open tokens")
 
+// ErrNoKeyStore is returned by a renewal that would move a key from a token
+// into a file: the CA was started without the token's key store.
+var ErrNoKeyStore = errors.New("ca: no key store for a key on a token (start with --intermediate-key-uri)")
+
 // newKey makes a key of type kt: on store when one is set, else in memory.
 func newKey(store KeyStore, kt KeyType, rnd io.Reader) (crypto.Signer, error) {
 	if store == nil {

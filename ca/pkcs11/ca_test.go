@@ -17,6 +17,7 @@ import (
 	"github.com/certmesh/certmesh/ca"
 	"github.com/certmesh/certmesh/ca/catest"
 	"github.com/certmesh/certmesh/ca/pkcs11"
+	"github.com/certmesh/certmesh/ca/pkcs11/pkcs11test"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -37,7 +38,7 @@ func verify(t *testing.T, c *catest.CA) *x509svid.SVID {
 // state directory records its URI (no key, no PIN), leaves verify, a
 // restart opens it again and a renewal makes the next key on the token.
 func TestIntermediateOnToken(t *testing.T) {
-	tk := newToken(t, "certmesh-intermediate")
+	tk := pkcs11test.NewToken(t, "certmesh-intermediate")
 	c := catest.New(t, "example.org", shortTTLs, func(cfg *ca.Config) {
 		cfg.IntermediateKeys, cfg.OpenKey = tk.Store(t), tk.Provider.OpenKey
 	})
@@ -72,7 +73,7 @@ func TestIntermediateOnToken(t *testing.T) {
 // TestRootOnToken: a root key on the token signs the intermediate, and a
 // root rotation makes the new root's key there too.
 func TestRootOnToken(t *testing.T) {
-	tk := newToken(t, "certmesh-root")
+	tk := pkcs11test.NewToken(t, "certmesh-root")
 	store := tk.Store(t)
 	c := catest.New(t, "example.org", func(cfg *ca.Config) {
 		cfg.RootKeys, cfg.IntermediateKeys, cfg.OpenKey = store, store, tk.Provider.OpenKey
@@ -94,7 +95,7 @@ func TestRootOnToken(t *testing.T) {
 // ca.ErrKeyUnavailable (what the service counts as hsm_unavailable), the
 // SVIDs already issued stay valid, and signing resumes when it returns.
 func TestTokenGoesAway(t *testing.T) {
-	tk := newToken(t, "certmesh-intermediate")
+	tk := pkcs11test.NewToken(t, "certmesh-intermediate")
 	c := catest.New(t, "example.org", func(cfg *ca.Config) {
 		cfg.IntermediateKeys, cfg.OpenKey = tk.Store(t), tk.Provider.OpenKey
 	})
@@ -124,9 +125,26 @@ func readURI(t *testing.T, path string) string {
 	return strings.TrimSpace(string(b))
 }
 
-func mustOpen(t *testing.T, tk *token, uri string) *pkcs11.Key {
+func mustOpen(t *testing.T, tk *pkcs11test.Token, uri string) *pkcs11.Key {
 	t.Helper()
 	k, err := tk.Provider.OpenKey(uri)
 	require.NoError(t, err)
 	return k.(*pkcs11.Key)
+}
+
+// TestRenewalNeedsTheToken: a CA restarted without the intermediate's key
+// store still signs, but does not renew the intermediate into a file.
+func TestRenewalNeedsTheToken(t *testing.T) {
+	tk := pkcs11test.NewToken(t, "certmesh-intermediate")
+	c := catest.New(t, "example.org", shortTTLs, func(cfg *ca.Config) {
+		cfg.IntermediateKeys, cfg.OpenKey = tk.Store(t), tk.Provider.OpenKey
+	})
+	again, err := ca.New(ca.Config{Dir: c.Dir, TrustDomain: td, Clock: c.Clock, IntermediateTTL: 3 * time.Minute, MaxTTL: time.Minute, DefaultTTL: time.Minute,
+		OpenKey: tk.Provider.OpenKey})
+	require.NoError(t, err)
+	c.CA = again
+	verify(t, c)
+	c.Clock.Step(90 * time.Second)
+	require.ErrorIs(t, c.Advance(), ca.ErrNoKeyStore)
+	verify(t, c)
 }

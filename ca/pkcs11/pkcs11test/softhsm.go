@@ -1,6 +1,7 @@
 //go:build cgo
 
-package pkcs11_test
+// Package pkcs11test makes a real SoftHSM2 token for tests in one line.
+package pkcs11test
 
 import (
 	"os"
@@ -13,22 +14,22 @@ import (
 	"github.com/certmesh/certmesh/ca/pkcs11"
 )
 
-// softHSMModule is where Debian's softhsm2 (test/tools/install.sh) puts it.
-const softHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
+// SoftHSMModule is where Debian's softhsm2 (test/tools/install.sh) puts it.
+const SoftHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
 
-// token is a fresh SoftHSM2 token in a temporary directory.
-type token struct {
+// Token is a fresh SoftHSM2 token in a temporary directory.
+type Token struct {
 	Dir      string // directories.tokendir
 	URI      string // pkcs11:token=…?module-path=…&pin-source=file:…
 	Provider *pkcs11.Provider
 }
 
-// newToken initialises a SoftHSM2 token labelled "certmesh" whose keys are
+// NewToken initialises a SoftHSM2 token labelled "certmesh" whose keys are
 // labelled object-…. The module is required: install.sh installs it, so a
 // missing one is a broken machine, not a reason to skip.
-func newToken(t testing.TB, object string) *token {
+func NewToken(t testing.TB, object string) *Token {
 	t.Helper()
-	if _, err := os.Stat(softHSMModule); err != nil {
+	if _, err := os.Stat(SoftHSMModule); err != nil {
 		t.Fatalf("SoftHSM2 is missing (%v): run test/tools/install.sh (apt-get install -y softhsm2)", err)
 	}
 	dir := t.TempDir()
@@ -43,15 +44,15 @@ func newToken(t testing.TB, object string) *token {
 	require.NoError(t, os.WriteFile(pin, []byte("1234\n"), 0o600))
 	p := pkcs11.NewProvider()
 	t.Cleanup(func() { _ = p.Close() })
-	return &token{
+	return &Token{
 		Dir:      tokens,
-		URI:      "pkcs11:token=certmesh;object=" + object + "?module-path=" + softHSMModule + "&pin-source=file:" + pin,
+		URI:      "pkcs11:token=certmesh;object=" + object + "?module-path=" + SoftHSMModule + "&pin-source=file:" + pin,
 		Provider: p,
 	}
 }
 
 // Store is the token's key store; the test fails if it cannot be reached.
-func (tk *token) Store(t testing.TB) *pkcs11.Store {
+func (tk *Token) Store(t testing.TB) *pkcs11.Store {
 	t.Helper()
 	s, err := tk.Provider.Store(tk.URI)
 	require.NoError(t, err)
