@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,4 +148,41 @@ func TestRenewalNeedsTheToken(t *testing.T) {
 	c.Clock.Step(90 * time.Second)
 	require.ErrorIs(t, c.Advance(), ca.ErrNoKeyStore)
 	verify(t, c)
+}
+
+// TestConcurrentSigning: leaves signed from several goroutines while the
+// token goes away and comes back either succeed and verify or fail with
+// ca.ErrKeyUnavailable; afterwards every one succeeds.
+func TestConcurrentSigning(t *testing.T) {
+	tk := pkcs11test.NewToken(t, "certmesh-intermediate")
+	store := tk.Store(t)
+	c := catest.New(t, "example.org", func(cfg *ca.Config) {
+		cfg.RootKeys, cfg.IntermediateKeys, cfg.OpenKey = store, store, tk.Provider.OpenKey
+	})
+	held := verify(t, c)
+	sign := func() error {
+		_, err := c.Sign(ca.SignParams{PublicKey: held.PrivateKey.Public(), ID: held.ID})
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*50)
+	for range 4 {
+		wg.Go(func() {
+			for range 50 {
+				if err := sign(); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	require.NoError(t, os.Rename(tk.Dir, tk.Dir+".away"))
+	require.NoError(t, os.Rename(tk.Dir+".away", tk.Dir))
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.ErrorIs(t, err, ca.ErrKeyUnavailable)
+	}
+	for range 10 {
+		require.NoError(t, sign())
+	}
 }
