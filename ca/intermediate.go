@@ -160,6 +160,7 @@ func (c *CA) pruneIntermediates(state RotationState) {
 		}
 		for _, e := range entries {
 			if isIntermediateFile(e.Name()) && !keep[e.Name()] {
+				c.destroyKeyOnToken(filepath.Join(dir, e.Name()))
 				if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 					c.cfg.Logger.Warn("remove retired intermediate", "file", filepath.Join(dir, e.Name()), "error", err)
 				}

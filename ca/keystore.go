@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // ErrKeyUnavailable means a CA key lives on a token (an HSM) that cannot
@@ -80,6 +81,24 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// destroyKeyOnToken removes from its token the key a retired
+// intermediate's .uri file names, when the key can be destroyed. Errors are
+// logged: a key left behind is clutter, not a risk to signing.
+func (c *CA) destroyKeyOnToken(path string) {
+	if !strings.HasSuffix(path, keyURISuffix) || c.cfg.OpenKey == nil {
+		return
+	}
+	k, err := readKeyURI(path, c.cfg.OpenKey)
+	if err == nil {
+		if d, ok := k.(interface{ Destroy() error }); ok {
+			err = d.Destroy()
+		}
+	}
+	if err != nil {
+		c.cfg.Logger.Warn("remove retired intermediate key from its token", "file", path, "error", err)
+	}
 }
 
 func hasFile(dir, name string) bool {

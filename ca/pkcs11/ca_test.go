@@ -69,6 +69,15 @@ func TestIntermediateOnToken(t *testing.T) {
 	require.NoFileExists(t, filepath.Join(adir, "intermediate-"+name+".key"))
 	renewed := verify(t, c)
 	require.True(t, mustOpen(t, tk, next).Public().(*ecdsa.PublicKey).Equal(renewed.Certificates[1].PublicKey))
+
+	for range 8 { // past the first intermediate's end: it is retired
+		c.Clock.Step(15 * time.Second)
+		require.NoError(t, c.Advance())
+	}
+	require.NoFileExists(t, filepath.Join(adir, "intermediate.key.uri"))
+	_, err = tk.Provider.OpenKey(uri)
+	require.ErrorIs(t, err, pkcs11.ErrNoKey, "a retired intermediate's key is removed from the token")
+	verify(t, c)
 }
 
 // TestRootOnToken: a root key on the token signs the intermediate, and a

@@ -316,3 +316,31 @@ func ecdsaASN1(raw []byte) ([]byte, error) {
 	})
 	return b.Bytes()
 }
+
+// Destroy removes the key pair from the token: the CA calls it when the
+// intermediate it signed for is retired.
+func (k *Key) Destroy() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.m.use(func(ctx *pkcs11.Ctx, _ int) error {
+		k.drop(ctx)
+		h, err := k.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = ctx.CloseSession(h) }()
+		for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
+			obj, err := k.find(ctx, h, class)
+			if errors.Is(err, ErrNoKey) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := ctx.DestroyObject(h, obj); err != nil {
+				return fmt.Errorf("%w: destroy %s: %v", ErrUnavailable, k.uri, err)
+			}
+		}
+		return nil
+	})
+}
