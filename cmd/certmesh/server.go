@@ -105,7 +105,9 @@ func (sf *serverFlags) parseConfig(fs *flag.FlagSet, args []string) (_ server.Co
 		stop()
 		return server.Config{}, nil, nil, err
 	}
-	return cfg, log, func() { stop(); closeKeys() }, nil
+	// stop is this function's named result: the closure must not call itself.
+	stopRelay := stop
+	return cfg, log, func() { stopRelay(); closeKeys() }, nil
 }
 
 // announce prints what a workload needs once the agent holds its SVIDs.
