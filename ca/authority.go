@@ -62,6 +62,8 @@ type AuthorityParams struct {
 	IntermediateTTL time.Duration
 	Now             time.Time
 	Rand            io.Reader
+	// RootKeys and IntermediateKeys, when set, make the keys on a token.
+	RootKeys, IntermediateKeys KeyStore
 }
 
 // IntermediateParams describe a successor intermediate under the same root.
@@ -70,15 +72,17 @@ type IntermediateParams struct {
 	TTL         time.Duration
 	Now         time.Time
 	Rand        io.Reader
+	// Keys, when set, makes the intermediate's key on a token.
+	Keys KeyStore
 }
 
 // NewAuthority creates a fresh root and intermediate.
 func NewAuthority(p AuthorityParams) (*Authority, error) {
-	rootKey, err := GenerateKey(p.KeyType, p.Rand)
+	rootKey, err := newKey(p.RootKeys, p.KeyType, p.Rand)
 	if err != nil {
 		return nil, fmt.Errorf("ca: root key: %w", err)
 	}
-	intKey, err := GenerateKey(p.KeyType, p.Rand)
+	intKey, err := newKey(p.IntermediateKeys, p.KeyType, p.Rand)
 	if err != nil {
 		return nil, fmt.Errorf("ca: intermediate key: %w", err)
 	}
@@ -105,7 +109,7 @@ func NewAuthority(p AuthorityParams) (*Authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: parse root: %w", err)
 	}
-	intermediate, err := newIntermediate(IntermediateParams{TrustDomain: p.TrustDomain, TTL: p.IntermediateTTL, Now: p.Now, Rand: p.Rand}, rootCert, rootKey, intKey)
+	intermediate, err := newIntermediate(IntermediateParams{TrustDomain: p.TrustDomain, TTL: p.IntermediateTTL, Now: p.Now, Rand: p.Rand, Keys: p.IntermediateKeys}, rootCert, rootKey, intKey)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +134,10 @@ func (a *Authority) withNewIntermediate(p IntermediateParams) (*Authority, error
 	if err != nil {
 		return nil, err
 	}
-	key, err := GenerateKey(kt, p.Rand)
+	if _, onToken := a.IntermediateKey.(ExternalKey); onToken && p.Keys == nil {
+		return nil, fmt.Errorf("%w: the intermediate key is on a token and its successor would be written to a file", ErrNoKeyStore)
+	}
+	key, err := newKey(p.Keys, kt, p.Rand)
 	if err != nil {
 		return nil, fmt.Errorf("ca: intermediate key: %w", err)
 	}
@@ -230,12 +237,12 @@ type authorityFile struct {
 // save writes the authority's files into dir/<id>/, keys 0600, each atomically.
 func (a *Authority) save(dir string) error {
 	files := []authorityFile{
-		{intermediateFile(a.interName, ".key"), func() ([]byte, error) { return EncodeKeyPEM(a.IntermediateKey) }, 0o600},
+		keyFile(intermediateFile(a.interName, ".key"), a.IntermediateKey),
 		{intermediateFile(a.interName, ".crt"), func() ([]byte, error) { return EncodeCertsPEM(a.Intermediate), nil }, 0o644},
 		{rootCertFile, func() ([]byte, error) { return EncodeCertsPEM(a.Root), nil }, 0o644},
 	}
 	if a.RootKey != nil {
-		files = append(files, authorityFile{rootKeyFile, func() ([]byte, error) { return EncodeKeyPEM(a.RootKey) }, 0o600})
+		files = append(files, keyFile(rootKeyFile, a.RootKey))
 	}
 	if a.jwt != nil {
 		files = append(files, authorityFile{jwtKeyFile, func() ([]byte, error) { return EncodeKeyPEM(a.jwt.key) }, 0o600})
@@ -268,7 +275,7 @@ func (a *Authority) write(dir string, files []authorityFile) error {
 // loadAuthority reads dir/<id>/ with the intermediate called interName. A
 // missing or corrupt file is a clear error naming the file; nothing is
 // rewritten, so the operator can repair it.
-func loadAuthority(dir, id, interName string) (*Authority, error) {
+func loadAuthority(dir, id, interName string, open KeyOpener) (*Authority, error) {
 	d := filepath.Join(dir, id)
 	readCert := func(name string) (*x509.Certificate, error) {
 		b, err := os.ReadFile(filepath.Join(d, name))
@@ -282,6 +289,13 @@ func loadAuthority(dir, id, interName string) (*Authority, error) {
 		return certs[0], nil
 	}
 	readKey := func(name string) (crypto.Signer, error) {
+		if _, err := os.Stat(filepath.Join(d, name+keyURISuffix)); err == nil {
+			k, err := readKeyURI(filepath.Join(d, name+keyURISuffix), open)
+			if err != nil {
+				return nil, fmt.Errorf("ca: authority %s: %w", id, err)
+			}
+			return k, nil
+		}
 		b, err := os.ReadFile(filepath.Join(d, name))
 		if err != nil {
 			return nil, fmt.Errorf("ca: authority %s: %w", id, err)
@@ -305,7 +319,7 @@ func loadAuthority(dir, id, interName string) (*Authority, error) {
 		return nil, err
 	}
 	var rootKey crypto.Signer
-	if _, statErr := os.Stat(filepath.Join(d, rootKeyFile)); statErr == nil {
+	if hasFile(d, rootKeyFile) || hasFile(d, rootKeyFile+keyURISuffix) {
 		if rootKey, err = readKey(rootKeyFile); err != nil {
 			return nil, err
 		}

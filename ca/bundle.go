@@ -62,7 +62,8 @@ func (c *CA) Rotate() (AuthorityState, error) {
 		return AuthorityState{}, ErrRotationInProgress
 	}
 	a, err := NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.rotationKeyType(),
-		IntermediateTTL: c.cfg.IntermediateTTL, Now: now, Rand: c.cfg.Rand})
+		IntermediateTTL: c.cfg.IntermediateTTL, Now: now, Rand: c.cfg.Rand,
+		RootKeys: c.cfg.RootKeys, IntermediateKeys: c.cfg.IntermediateKeys})
 	if err != nil {
 		return AuthorityState{}, err
 	}

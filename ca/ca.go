@@ -66,6 +66,11 @@ type Config struct {
 	// UpstreamTimeout bounds one request to Upstream (default
 	// DefaultUpstreamTimeout).
 	UpstreamTimeout time.Duration
+	// RootKeys and IntermediateKeys, when set, make new root and
+	// intermediate keys on a token (an HSM) instead of in key files;
+	// OpenKey opens the keys the state directory names by URI.
+	RootKeys, IntermediateKeys KeyStore
+	OpenKey                    KeyOpener
 
 	Clock  clock.Clock
 	Rand   io.Reader
@@ -190,7 +195,8 @@ func (c *CA) initialize() error {
 	case c.cfg.Import != nil:
 		a, err = ImportAuthority(*c.cfg.Import)
 	default:
-		a, err = NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.cfg.KeyType, IntermediateTTL: c.cfg.IntermediateTTL, Now: c.cfg.Clock.Now(), Rand: c.cfg.Rand})
+		a, err = NewAuthority(AuthorityParams{TrustDomain: c.cfg.TrustDomain, KeyType: c.cfg.KeyType, IntermediateTTL: c.cfg.IntermediateTTL, Now: c.cfg.Clock.Now(), Rand: c.cfg.Rand,
+			RootKeys: c.cfg.RootKeys, IntermediateKeys: c.cfg.IntermediateKeys})
 	}
 	if err != nil {
 		return err
@@ -218,7 +224,7 @@ func (c *CA) loadAuthorities(state RotationState) error {
 		return err
 	}
 	for _, s := range state.Authorities {
-		a, err := loadAuthority(c.authoritiesDir(), s.ID, s.Intermediate)
+		a, err := loadAuthority(c.authoritiesDir(), s.ID, s.Intermediate, c.cfg.OpenKey)
 		if err != nil {
 			return err
 		}

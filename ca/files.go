@@ -72,7 +72,7 @@ func snapshotPath(rel string) bool {
 		return false
 	}
 	switch parts[2] {
-	case rootCertFile, rootKeyFile, jwtKeyFile:
+	case rootCertFile, rootKeyFile, rootKeyFile + keyURISuffix, jwtKeyFile:
 		return true
 	}
 	return isIntermediateFile(parts[2])

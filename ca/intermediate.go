@@ -148,7 +148,7 @@ func (c *CA) successor(old *Authority, now time.Time) (*Authority, error) {
 	if c.cfg.Upstream != nil {
 		return c.fetchedSuccessor(old)
 	}
-	return old.withNewIntermediate(IntermediateParams{TrustDomain: c.cfg.TrustDomain, TTL: c.cfg.IntermediateTTL, Now: now, Rand: c.cfg.Rand})
+	return old.withNewIntermediate(IntermediateParams{TrustDomain: c.cfg.TrustDomain, TTL: c.cfg.IntermediateTTL, Now: now, Rand: c.cfg.Rand, Keys: c.cfg.IntermediateKeys})
 }
 
 // pruneIntermediates removes intermediate files no authority of state names:
@@ -156,9 +156,11 @@ func (c *CA) successor(old *Authority, now time.Time) (*Authority, error) {
 // was written. Errors are logged; the files are harmless.
 func (c *CA) pruneIntermediates(state RotationState) {
 	for _, s := range state.Authorities {
-		keep := map[string]bool{intermediateFile(s.Intermediate, ".crt"): true, intermediateFile(s.Intermediate, ".key"): true}
-		for _, o := range s.OldIntermediates {
-			keep[intermediateFile(o.Name, ".crt")], keep[intermediateFile(o.Name, ".key")] = true, true
+		keep := map[string]bool{}
+		for _, name := range append([]string{s.Intermediate}, oldNames(s)...) {
+			for _, ext := range []string{".crt", ".key", ".key" + keyURISuffix} {
+				keep[intermediateFile(name, ext)] = true
+			}
 		}
 		dir := filepath.Join(c.authoritiesDir(), s.ID)
 		entries, err := os.ReadDir(dir)
@@ -167,6 +169,7 @@ func (c *CA) pruneIntermediates(state RotationState) {
 		}
 		for _, e := range entries {
 			if isIntermediateFile(e.Name()) && !keep[e.Name()] {
+				c.destroyKeyOnToken(filepath.Join(dir, e.Name()))
 				if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 					c.cfg.Logger.Warn("remove retired intermediate", "file", filepath.Join(dir, e.Name()), "error", err)
 				}
@@ -187,6 +190,7 @@ func intermediateFile(name, ext string) string {
 
 // isIntermediateFile reports whether base is an intermediate's certificate or key.
 func isIntermediateFile(base string) bool {
+	base = strings.TrimSuffix(base, keyURISuffix)
 	stem, ok := strings.CutSuffix(base, ".crt")
 	if !ok {
 		stem, ok = strings.CutSuffix(base, ".key")

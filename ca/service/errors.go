@@ -75,6 +75,7 @@ var refusals = []refusal{
 	{ca.ErrForeignID, codes.PermissionDenied, "foreign_id"},
 	{ca.ErrJWTAudience, codes.InvalidArgument, "jwt_audience"},
 	{ca.ErrAuthorityExpired, codes.Unavailable, "authority_expired"},
+	{ca.ErrKeyUnavailable, codes.Unavailable, "hsm_unavailable"},
 	{errAckNoCredential, codes.PermissionDenied, "ack_no_credential"},
 	{errAckNotAgent, codes.PermissionDenied, "ack_not_agent"},
 	{wire.ErrBadAckReport, codes.InvalidArgument, "bad_ack_report"},

@@ -90,7 +90,12 @@ func newFixture(t testing.TB) *fixture { return newFixtureWith(t) }
 
 func newFixtureWith(t testing.TB, opts ...func(*service.Config)) *fixture {
 	t.Helper()
-	c := catest.New(t, "example.org")
+	return newFixtureOn(t, catest.New(t, "example.org"), opts...)
+}
+
+// newFixtureOn is newFixtureWith around a CA the test made.
+func newFixtureOn(t testing.TB, c *catest.CA, opts ...func(*service.Config)) *fixture {
+	t.Helper()
 	regsPath := filepath.Join(t.TempDir(), "registrations.yaml")
 	require.NoError(t, os.WriteFile(regsPath, []byte(registrations), 0o600))
 	regs, err := identity.OpenRegistrations(regsPath)

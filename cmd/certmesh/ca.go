@@ -48,6 +48,8 @@ func caInit(args []string, out io.Writer) error {
 	rootCert := fs.String("root-cert", "", "bring your own CA: root certificate (PEM)")
 	intCert := fs.String("intermediate-cert", "", "bring your own CA: intermediate certificate (PEM)")
 	intKey := fs.String("intermediate-key", "", "bring your own CA: intermediate private key (PEM)")
+	var hsm hsmFlags
+	hsm.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -60,6 +62,11 @@ func caInit(args []string, out io.Writer) error {
 		return err
 	}
 	cfg := ca.Config{Dir: caDir(*dir), TrustDomain: td, KeyType: kt}
+	closeKeys, err := hsm.apply(&cfg)
+	if err != nil {
+		return err
+	}
+	defer closeKeys()
 	if *rootCert != "" || *intCert != "" || *intKey != "" {
 		imp, err := readImport(*rootCert, *intCert, *intKey)
 		if err != nil {
@@ -183,6 +190,8 @@ func caRotate(ctx context.Context, args []string, out io.Writer) error {
 	force := fs.Bool("force", false, "activate the prepared root now although watchers lag (the server logs and counts it); starts no new rotation")
 	_ = fs.Bool("root", false, "start a root rotation: a new root and intermediate, published first, signing after the overlap and the watchers' acknowledgement "+
 		"(what plain `ca rotate` does; intermediates are renewed automatically, see --ca-ttl)")
+	var hsm hsmFlags // when no server runs; a running server uses its own
+	hsm.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -193,7 +202,7 @@ func caRotate(ctx context.Context, args []string, out io.Writer) error {
 	var prepared ca.AuthorityState
 	err := client.Rotate(ctx, &prepared)
 	if errors.Is(err, admin.ErrNoServer) {
-		prepared, err = rotateOffline(*dir, *overlap)
+		prepared, err = rotateOffline(*dir, *overlap, hsm)
 	}
 	if err != nil {
 		return err
@@ -222,7 +231,7 @@ func caForceRotate(ctx context.Context, client *admin.Client, dir string, out io
 	return nil
 }
 
-func rotateOffline(dir string, overlap time.Duration) (ca.AuthorityState, error) {
+func rotateOffline(dir string, overlap time.Duration, hsm hsmFlags) (ca.AuthorityState, error) {
 	snap, err := ca.ReadSnapshot(caDir(dir))
 	if err != nil {
 		return ca.AuthorityState{}, err
@@ -233,7 +242,13 @@ func rotateOffline(dir string, overlap time.Duration) (ca.AuthorityState, error)
 	}
 	defer lock.Unlock()
 	// No KeyType: the new root keeps the current root's type.
-	c, err := ca.New(ca.Config{Dir: caDir(dir), TrustDomain: snap.TrustDomain, RotationOverlap: overlap})
+	cfg := ca.Config{Dir: caDir(dir), TrustDomain: snap.TrustDomain, RotationOverlap: overlap}
+	closeKeys, err := hsm.apply(&cfg)
+	if err != nil {
+		return ca.AuthorityState{}, err
+	}
+	defer closeKeys()
+	c, err := ca.New(cfg)
 	if err != nil {
 		return ca.AuthorityState{}, err
 	}

@@ -70,6 +70,7 @@ type serverFlags struct {
 	dnsNames      string
 	istioCompat   bool
 	log           logFlags
+	hsm           hsmFlags
 }
 
 func (s *serverFlags) register(fs *flag.FlagSet) {
@@ -88,6 +89,7 @@ func (s *serverFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.dnsNames, "server-dns-names", "", "comma-separated DNS names for the CA listener's certificate, beside localhost and the loopback IPs (default with --kubernetes: certmesh.<namespace>.svc and certmesh.<namespace>.svc.<cluster domain>)")
 	fs.BoolVar(&s.istioCompat, "istio-compat", false, "stand in for istiod's CA: serve as "+wire.IstioCAServiceName+" and, with --kubernetes, publish the bundle as ConfigMap "+wire.IstioRootCertConfigMap+" in every namespace")
 	s.log.register(fs)
+	s.hsm.register(fs)
 }
 
 // config turns the flags into a server.Config, checking each one. hup

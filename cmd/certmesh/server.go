@@ -108,7 +108,14 @@ func (sf *serverFlags) parseConfig(fs *flag.FlagSet, args []string) (_ server.Co
 		stop()
 		return server.Config{}, nil, nil, err
 	}
-	return cfg, log, stop, nil
+	closeKeys, err := sf.hsm.apply(&cfg.CA)
+	if err != nil {
+		stop()
+		return server.Config{}, nil, nil, err
+	}
+	// stop is this function's named result: the closure must not call itself.
+	stopRelay := stop
+	return cfg, log, func() { stopRelay(); closeKeys() }, nil
 }
 
 // announce prints what a workload needs once the agent holds its SVIDs.

@@ -31,6 +31,7 @@ apt_install() { # command package
 install_go_tool staticcheck "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 apt_install openssl openssl
 apt_install curl curl
+apt_install softhsm2-util softhsm2 # a real PKCS#11 token for ca/pkcs11
 
 for extra in "$here"/pebble.sh "$here"/ghostunnel.sh "$here"/pilot-agent.sh "$here"/kube.sh; do
   if [[ -f "$extra" ]]; then bash "$extra" >/dev/null; fi
