@@ -9,15 +9,13 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/certmesh/certmesh/sds/inject"
 
 	// Every typed_config type the bootstraps use must be linked in, or
 	// protojson cannot resolve the Any.
@@ -110,35 +108,18 @@ type checked struct {
 	requireClient bool
 }
 
-// checkBootstrap validates b and everything packed in it, then checks that
-// every referenced cluster exists and every TLS context has a 1.2 floor.
+// checkBootstrap validates b as the injection webhook validates what it
+// renders (inject.ValidateBootstrap), also requiring exact SPIFFE ID
+// matchers, and collects what the test compares.
 func checkBootstrap(b *bootstrapv3.Bootstrap) (checked, error) {
-	if err := b.ValidateAll(); err != nil {
+	if err := inject.ValidateBootstrap(b); err != nil {
 		return checked{}, err
 	}
-	clusters := map[string]bool{}
-	for _, c := range b.GetStaticResources().GetClusters() {
-		clusters[c.GetName()] = true
-	}
 	var c checked
-	err := walk(b.ProtoReflect(), func(m proto.Message) error {
+	err := inject.Walk(b, func(m proto.Message) error {
 		switch m := m.(type) {
-		case *routev3.RouteAction:
-			return needCluster(clusters, m.GetCluster())
-		case *corev3.GrpcService_EnvoyGrpc:
-			return needCluster(clusters, m.GetClusterName())
-		case *tlsv3.CommonTlsContext:
-			if m.GetTlsParams().GetTlsMinimumProtocolVersion() < tlsv3.TlsParameters_TLSv1_2 {
-				return fmt.Errorf("TLS context allows versions below 1.2")
-			}
-		case *tlsv3.CertificateValidationContext:
-			// Trusting the bundle alone would admit any workload of the
-			// trust domain; every peer must be checked by SPIFFE ID.
-			if len(m.GetMatchTypedSubjectAltNames()) == 0 {
-				return fmt.Errorf("validation context without a SPIFFE ID match")
-			}
 		case *tlsv3.SubjectAltNameMatcher:
-			if m.GetSanType() != tlsv3.SubjectAltNameMatcher_URI || !strings.HasPrefix(m.GetMatcher().GetExact(), "spiffe://") {
+			if !strings.HasPrefix(m.GetMatcher().GetExact(), "spiffe://") {
 				return fmt.Errorf("SAN matcher %v is not an exact SPIFFE ID", m)
 			}
 		case *tlsv3.SdsSecretConfig:
@@ -149,59 +130,4 @@ func checkBootstrap(b *bootstrapv3.Bootstrap) (checked, error) {
 		return nil
 	})
 	return c, err
-}
-
-func needCluster(clusters map[string]bool, name string) error {
-	if !clusters[name] {
-		return fmt.Errorf("reference to undefined cluster %q", name)
-	}
-	return nil
-}
-
-// walk visits every message under m, unpacking each Any and validating what
-// it holds: ValidateAll stops at an Any, so without this an HCM without a
-// stat_prefix would pass.
-func walk(m protoreflect.Message, visit func(proto.Message) error) error {
-	if a, ok := m.Interface().(*anypb.Any); ok {
-		inner, err := a.UnmarshalNew()
-		if err != nil {
-			return fmt.Errorf("unpack %s: %w", a.GetTypeUrl(), err)
-		}
-		if v, ok := inner.(interface{ ValidateAll() error }); ok {
-			if err := v.ValidateAll(); err != nil {
-				return err
-			}
-		}
-		return walk(inner.ProtoReflect(), visit)
-	}
-	if err := visit(m.Interface()); err != nil {
-		return err
-	}
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		err = walkField(fd, v, visit)
-		return err == nil
-	})
-	return err
-}
-
-func walkField(fd protoreflect.FieldDescriptor, v protoreflect.Value, visit func(proto.Message) error) error {
-	switch {
-	case fd.IsList() && fd.Message() != nil:
-		for i := 0; i < v.List().Len(); i++ {
-			if err := walk(v.List().Get(i).Message(), visit); err != nil {
-				return err
-			}
-		}
-	case fd.IsMap() && fd.MapValue().Message() != nil:
-		var err error
-		v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-			err = walk(mv.Message(), visit)
-			return err == nil
-		})
-		return err
-	case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
-		return walk(v.Message(), visit)
-	}
-	return nil
 }

@@ -33,7 +33,7 @@ func ValidateBootstrap(b *bootstrapv3.Bootstrap) error {
 		}
 		return nil
 	}
-	return walk(b.ProtoReflect(), func(m proto.Message) error {
+	return Walk(b, func(m proto.Message) error {
 		switch m := m.(type) {
 		case *routev3.RouteAction:
 			return need(m.GetCluster())
@@ -56,6 +56,12 @@ func ValidateBootstrap(b *bootstrapv3.Bootstrap) error {
 		}
 		return nil
 	})
+}
+
+// Walk calls visit on every message under m, unpacking each Any and
+// validating what it holds on the way (ValidateAll stops at an Any).
+func Walk(m proto.Message, visit func(proto.Message) error) error {
+	return walk(m.ProtoReflect(), visit)
 }
 
 // walk visits every message under m, unpacking and validating each Any.
