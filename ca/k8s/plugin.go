@@ -13,10 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
 	"github.com/certmesh/certmesh/ca"
@@ -201,34 +198,20 @@ const pluginRecheck = time.Hour
 
 // Run watches the one Secret (get/list/watch on it by name) until ctx ends.
 func (w *PluginWatcher) Run(ctx context.Context) error {
-	f := informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0, informers.WithNamespace(w.cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", w.cfg.Name).String()
-		}))
-	inf := f.Core().V1().Secrets().Informer()
-	kick := make(chan struct{}, 1)
-	poke := func(any) {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
+	sw, ok, err := watchSecret(ctx, w.cfg.Client, w.cfg.Namespace, w.cfg.Name, "plug-in CA Secret")
+	if err != nil {
+		return err
 	}
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, n any) { poke(n) }, DeleteFunc: poke}); err != nil {
-		return fmt.Errorf("k8s: watch plug-in CA Secret: %w", err)
-	}
-	f.Start(ctx.Done())
-	defer f.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+	defer sw.stop()
+	if !ok {
 		return nil
 	}
-	lister := f.Core().V1().Secrets().Lister().Secrets(w.cfg.Namespace)
 	for {
-		sec, err := lister.Get(w.cfg.Name)
-		w.ProcessItem(sec, err)
+		w.ProcessItem(sw.get())
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-kick:
+		case <-sw.changed:
 		case <-w.cfg.Clock.After(pluginRecheck):
 		}
 	}

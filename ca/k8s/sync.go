@@ -9,9 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
 	"github.com/certmesh/certmesh/ca"
@@ -145,34 +142,21 @@ func (s *State) Publish(ctx context.Context) error {
 // Run watches the Secret (loading every change) and publishes local CA
 // changes until ctx ends. Call Bootstrap first.
 func (s *State) Run(ctx context.Context) error {
-	f := informers.NewSharedInformerFactoryWithOptions(s.cfg.Client, 0, informers.WithNamespace(s.cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.cfg.Name).String()
-		}))
-	inf := f.Core().V1().Secrets().Informer()
-	kick := make(chan struct{}, 1)
-	poke := func(any) {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
+	w, ok, err := watchSecret(ctx, s.cfg.Client, s.cfg.Namespace, s.cfg.Name, "CA Secret")
+	if err != nil {
+		return err
 	}
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, n any) { poke(n) }, DeleteFunc: poke}); err != nil {
-		return fmt.Errorf("k8s: watch CA Secret: %w", err)
-	}
-	f.Start(ctx.Done())
-	defer f.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+	defer w.stop()
+	if !ok {
 		return nil
 	}
-	lister := f.Core().V1().Secrets().Lister().Secrets(s.cfg.Namespace)
 	for {
 		changed := s.ca.BundleChanged()
-		s.reconcile(ctx, func() (*corev1.Secret, error) { return lister.Get(s.cfg.Name) })
+		s.reconcile(ctx, w.get)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-kick:
+		case <-w.changed:
 		case <-changed:
 		case <-s.clk.After(time.Minute): // retry after a failed step
 		}
