@@ -33,8 +33,7 @@ unit:
 # Regenerates the gRPC code of certmesh's own services from their .proto
 # (needs protoc: apt-get install protobuf-compiler; the plugins are pinned).
 proto:
-	sh ca/wire/ackspb/generate.sh
-	sh ca/wire/upstreampb/generate.sh
+	sh ca/wire/generate.sh
 
 # The alert rules are checked with Prometheus' own parser, in a module of
 # its own so that Prometheus' dependencies stay out of certmesh's.

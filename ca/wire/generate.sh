@@ -1,5 +1,6 @@
 #!/bin/sh
-# Regenerates upstream.pb.go and upstream_grpc.pb.go from upstream.proto (`make proto`).
+# Regenerates the Go code of certmesh's own gRPC services from their .proto
+# files under ca/wire (`make proto`).
 #
 # protoc comes from the system (Debian: apt-get install protobuf-compiler;
 # the committed code was made with libprotoc 3.21.12). The two plugins are
@@ -12,9 +13,9 @@ set -eu
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 
-# The repository's root, so that the file registers as
-# ca/wire/upstreampb/upstream.proto: unique in the process-wide proto registry.
-root=$(cd "$(dirname "$0")/../../.." && pwd)
+# The repository's root, so that each file registers under its path from
+# there (ca/wire/ackspb/acks.proto, …): unique in the process-wide proto registry.
+root=$(cd "$(dirname "$0")/../.." && pwd)
 plugins="${CERTMESH_TOOLS:-$HOME/.cache/certmesh/bin}/protoc-plugins"
 
 command -v protoc >/dev/null 2>&1 || {
@@ -29,5 +30,5 @@ cd "$root"
 PATH="$plugins:$PATH" protoc -I . \
 	--go_out=. --go_opt=paths=source_relative \
 	--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-	ca/wire/upstreampb/upstream.proto
+	ca/wire/ackspb/acks.proto ca/wire/upstreampb/upstream.proto
 echo "generated $(protoc --version) protoc-gen-go $PROTOC_GEN_GO_VERSION protoc-gen-go-grpc $PROTOC_GEN_GO_GRPC_VERSION"
