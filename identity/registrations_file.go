@@ -142,7 +142,9 @@ func (f *RegistrationsFile) reloadLocked() (bool, error) {
 		f.err = fmt.Errorf("identity: read registrations: %w", err)
 		return false, f.err
 	}
-	if bytes.Equal(data, f.data) {
+	// An empty file equals the nil data of a file never read: compare only
+	// once a version is in force, or an empty file would open as nothing.
+	if f.Current() != nil && bytes.Equal(data, f.data) {
 		f.err = nil
 		return false, nil
 	}

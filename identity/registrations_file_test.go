@@ -142,3 +142,18 @@ func TestOpenNodeRegistrations(t *testing.T) {
 	require.True(t, ok)
 	require.True(t, e.AnyNode, "the scoped version stays in force")
 }
+
+// TestOpenRegistrationsRefusesAnEmptyFile: an empty file (an empty
+// ConfigMap key) is an error naming the file, not registrations of nothing
+// (it used to open as nil, and the first use crashed).
+func TestOpenRegistrationsRefusesAnEmptyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "regs.yaml")
+	replace(t, path, "")
+	for _, open := range []func(string) (*RegistrationsFile, error){OpenRegistrations, OpenNodeRegistrations} {
+		f, err := open(path)
+		require.Nil(t, f)
+		var regErr *RegistrationError
+		require.ErrorAs(t, err, &regErr)
+		require.Equal(t, path, regErr.Source)
+	}
+}

@@ -46,10 +46,11 @@ func main() {
 	stopProfile := startCPUProfile(os.Getenv(cpuProfileEnv))
 	err := dispatch(ctx, os.Args[1:], os.Stdout)
 	stopProfile()
+	if errors.Is(err, flag.ErrHelp) {
+		return // --help asked for: the usage is printed, and that is success
+	}
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "certmesh:", err)
-		}
+		fmt.Fprintln(os.Stderr, "certmesh:", err)
 		os.Exit(2)
 	}
 }

@@ -181,3 +181,17 @@ func freePort(t testing.TB) string {
 	defer l.Close()
 	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 }
+
+// TestHelpExitsZero: asking for help is success; a bad flag is not.
+func TestHelpExitsZero(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"dev", "server", "agent"} {
+		out, err := exec.Command(certmesh(t), cmd, "--help").CombinedOutput()
+		require.NoError(t, err, "%s --help: %s", cmd, out)
+		require.Contains(t, string(out), "-trust-domain")
+	}
+	err := exec.Command(certmesh(t), "dev", "--no-such-flag").Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	require.Equal(t, 2, exit.ExitCode())
+}
