@@ -50,7 +50,7 @@ func BenchmarkParseCSRHonestRSA2048(b *testing.B) {
 // largest RSA modulus that fits in a CSR under MaxCSRBytes (about 500,000
 // bits), refused before its signature is checked.
 func BenchmarkParseCSRRefusedHugeRSA(b *testing.B) {
-	benchParseCSR(b, hostileRSACSR(b, 8*(ca.MaxCSRBytes*3/4-1024)/2, 65537), true)
+	benchParseCSR(b, catest.HostileRSACSR(b, 8*(ca.MaxCSRBytes*3/4-1024)/2, 65537), true)
 }
 
 // BenchmarkParseCSRRefusedManySANs: a CSR full of SANs, at the size limit.

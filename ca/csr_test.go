@@ -7,19 +7,16 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/url"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/certmesh/certmesh/ca"
+	"github.com/certmesh/certmesh/ca/catest"
 )
 
 func makeCSR(t testing.TB, key crypto.Signer, uris []string, dns []string) []byte {
@@ -57,10 +54,10 @@ func TestParseCSRRejectsBadInput(t *testing.T) {
 		{name: "not a CSR", in: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte{1, 2, 3}}), wantErr: ca.ErrCSRMalformed},
 		{name: "bad signature", in: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: tampered}), wantErr: ca.ErrCSRSignature},
 		{name: "RSA 1024", in: makeCSR(t, rsa1024, nil, nil), wantErr: ca.ErrWeakKey},
-		{name: "RSA 185,000 bits", in: hostileRSACSR(t, 185_000, 65537), wantErr: ca.ErrCSRRSAKey},
-		{name: "RSA 4104 bits", in: hostileRSACSR(t, 4104, 65537), wantErr: ca.ErrCSRRSAKey},
-		{name: "RSA exponent 3", in: hostileRSACSR(t, 2048, 3), wantErr: ca.ErrCSRRSAKey},
-		{name: "RSA huge exponent", in: hostileRSACSR(t, 2048, 1<<31-1), wantErr: ca.ErrCSRRSAKey},
+		{name: "RSA 185,000 bits", in: catest.HostileRSACSR(t, 185_000, 65537), wantErr: ca.ErrCSRRSAKey},
+		{name: "RSA 4104 bits", in: catest.HostileRSACSR(t, 4104, 65537), wantErr: ca.ErrCSRRSAKey},
+		{name: "RSA exponent 3", in: catest.HostileRSACSR(t, 2048, 3), wantErr: ca.ErrCSRRSAKey},
+		{name: "RSA huge exponent", in: catest.HostileRSACSR(t, 2048, 1<<31-1), wantErr: ca.ErrCSRRSAKey},
 		{name: "curve P-224", in: makeCSR(t, p224, nil, nil), wantErr: ca.ErrCSRCurve},
 		{name: "too many SANs", in: makeCSR(t, p256, nil, manySANs), wantErr: ca.ErrCSRTooManySANs},
 		{name: "too large", in: make([]byte, ca.MaxCSRBytes+1), wantErr: ca.ErrCSRTooLarge},
@@ -83,35 +80,6 @@ func TestParseCSRAcceptsRSA(t *testing.T) {
 		_, err = ca.ParseCSR(makeCSR(t, k, nil, nil))
 		require.NoError(t, err, "%d bits", bits)
 	}
-}
-
-// hostileRSACSR builds the CSR an attacker sends to make the CA verify a
-// huge signature: an RSA key of bits bits and exponent e, and a signature
-// that cannot verify. It is assembled by hand, as x509 refuses to write a
-// CSR whose signature does not verify.
-func hostileRSACSR(t testing.TB, bits, e int) []byte {
-	t.Helper()
-	n := new(big.Int).Lsh(big.NewInt(1), uint(bits-1))
-	n.Or(n, big.NewInt(1)) // odd, exactly bits long
-	spki, err := x509.MarshalPKIXPublicKey(&rsa.PublicKey{N: n, E: e})
-	require.NoError(t, err)
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // CertificationRequestInfo
-			b.AddASN1Int64(0)
-			b.AddASN1(cbasn1.SEQUENCE, func(*cryptobyte.Builder) {}) // empty subject
-			b.AddBytes(spki)
-			b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(*cryptobyte.Builder) {})
-		})
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1ObjectIdentifier(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}) // sha256WithRSAEncryption
-			b.AddASN1NULL()
-		})
-		b.AddASN1BitString(make([]byte, (bits+7)/8))
-	})
-	der, err := b.Bytes()
-	require.NoError(t, err)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }
 
 func TestAuthorizeCSR(t *testing.T) {

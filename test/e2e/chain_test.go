@@ -131,7 +131,7 @@ func (c *chain) edgeFile(name string) string { return filepath.Join(c.dir, "edge
 func (c *chain) waitEdgeFiles(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	harness.Poll{Timeout: timeout, Every: 100 * time.Millisecond, Detail: c.dev.String}.WaitFor(t, "an edge certificate", func() bool {
-		return fileExists(c.edgeFile("tls.key")) && fileExists(c.edgeFile("tls.crt"))
+		return harness.FileExists(c.edgeFile("tls.key")) && harness.FileExists(c.edgeFile("tls.crt"))
 	})
 }
 

@@ -27,8 +27,8 @@ import (
 // run in order; the last one changes certificates under load.
 func TestEncryptedChain(t *testing.T) {
 	c := startChain(t, chainOpts{svidTTL: time.Minute}) // rotation at ~30 s
-	curl := tool(t, "curl", "test/tools/install.sh")
-	openssl := tool(t, "openssl", "test/tools/install.sh")
+	curl := harness.Tool(t, "curl", "test/tools/install.sh")
+	openssl := harness.Tool(t, "openssl", "test/tools/install.sh")
 	appCalls := func() int { return len(c.app.seen()) }
 
 	t.Run("curl gets the app's answer over the public certificate", func(t *testing.T) {
@@ -180,7 +180,7 @@ func (c *chain) spiffeHelper(t testing.TB, uid int) *svidFiles {
 	require.NoError(t, err, "spiffe-helper as uid %d: %s", uid, out)
 	f := &svidFiles{cert: filepath.Join(dir, "svid.pem"), key: filepath.Join(dir, "svid_key.pem"), bundle: filepath.Join(dir, "svid_bundle.pem")}
 	for _, p := range []string{f.cert, f.key, f.bundle} {
-		require.True(t, fileExists(p), "spiffe-helper did not write %s: %s", p, out)
+		require.True(t, harness.FileExists(p), "spiffe-helper did not write %s: %s", p, out)
 	}
 	// openssl sends only the first certificate of -cert: the intermediates
 	// go in -cert_chain.
@@ -213,7 +213,7 @@ func (c *chain) requireNoSVID(t testing.TB, uid int) {
 	before := refusals()
 	out, dir, err := c.runHelper(t, uid, 3*time.Second)
 	require.Error(t, err, "spiffe-helper as an unregistered uid must not succeed: %s", out)
-	require.False(t, fileExists(filepath.Join(dir, "svid.pem")), "an unregistered uid got an SVID")
+	require.False(t, harness.FileExists(filepath.Join(dir, "svid.pem")), "an unregistered uid got an SVID")
 	require.Greater(t, refusals(), before, "the agent refused the call (attestation), rather than it failing elsewhere: %s", out)
 }
 

@@ -13,7 +13,6 @@ package e2e
 import (
 	"flag"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -33,28 +32,6 @@ func TestMain(m *testing.M) {
 	os.Exit(harness.Main(m, harness.CertmeshPkg))
 }
 
-// tool finds a test tool in the tools cache or on PATH, or fails naming the
-// script that installs it.
-func tool(t testing.TB, name, script string) string {
-	t.Helper()
-	dir := os.Getenv("CERTMESH_TOOLS")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "certmesh", "bin")
-	}
-	if p := filepath.Join(dir, name); fileExists(p) {
-		return p
-	}
-	p, err := exec.LookPath(name)
-	require.NoError(t, err, "%s not found in %s or PATH: run %s first", name, dir, script)
-	return p
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
-}
-
 // requireRoot fails (never skips) when the test cannot start processes as
 // other uids.
 func requireRoot(t testing.TB) {
@@ -67,9 +44,9 @@ func requireRoot(t testing.TB) {
 // test's world-readable bin directory.
 func toolForUids(t testing.TB, name, script string) string {
 	t.Helper()
-	src := tool(t, name, script)
+	src := harness.Tool(t, name, script)
 	dst := filepath.Join(harness.BinDir(t), name)
-	if fileExists(dst) {
+	if harness.FileExists(dst) {
 		return dst
 	}
 	if err := os.Link(src, dst); err == nil {

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -44,7 +43,7 @@ var istioTD = spiffeid.RequireTrustDomainFromString("cluster.local")
 // serves it over its own SDS socket, and renews it before it expires. Tokens
 // for the wrong audience or for a deleted pod are refused.
 func TestIstioPilotAgent(t *testing.T) {
-	pilotAgent := tool(t, "pilot-agent", "test/tools/pilot-agent.sh")
+	pilotAgent := harness.Tool(t, "pilot-agent", "test/tools/pilot-agent.sh")
 	caNS, ns := cluster.Namespace(t), cluster.Namespace(t)
 	caAddr, metricsAddr := freeAddr(t), freeAddr(t)
 	runCLI(t, "server", "--kubernetes", "--kubeconfig", cluster.Kubeconfig(t, nil), "--namespace", caNS,
@@ -264,26 +263,4 @@ func scrape(t *testing.T, addr string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-// tool finds a test tool in the tools cache (test/tools/install.sh fills it)
-// or on PATH, or fails naming the script that installs it.
-func tool(t *testing.T, name, script string) string {
-	t.Helper()
-	dir := os.Getenv("CERTMESH_TOOLS")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "certmesh", "bin")
-	}
-	if p := filepath.Join(dir, name); fileExists(p) {
-		return p
-	}
-	p, err := exec.LookPath(name)
-	require.NoError(t, err, "%s not found in %s or PATH: run %s first", name, dir, script)
-	return p
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
 }
